@@ -1,0 +1,106 @@
+"""The task table: one entry per registered task, keyed by its Hydra name.
+
+Reward normalisation constants (R_min, R_max) are the minimum and maximum episode reward returns of the
+task's reference dataset (DSRL's convention), measured by building that dataset with its recipe and
+default seed (`python -m saferl.collect env=<name>` prints them); `tests/test_datasets.py` rebuilds the
+reference datasets and checks these numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from saferl.envs import hazard_nav
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str  # Hydra name, kebab-case
+    env_id: str  # gymnasium id
+    entry_point: str
+    max_episode_steps: int
+    cost_thresholds: tuple[float, ...]
+    default_cost_limit: float
+    dataset_id: str  # reference dataset, built locally by its recipe
+    reward_min: float
+    reward_max: float
+    description: str = ""
+    # Known dynamics (control-affine, continuous time: ṡ = f(s) + g(s)·u) and barrier h (h ≥ 0 safe).
+    barrier: Callable[[Any], Any] | None = field(default=None, repr=False)
+    drift: Callable[[Any], Any] | None = field(default=None, repr=False)
+    control_matrix: Callable[[Any], Any] | None = field(default=None, repr=False)
+    dt: float | None = None
+
+    def f(self, obs: Any) -> Any:
+        if self.drift is None:
+            raise ValueError(f"task {self.name} has no known dynamics")
+        return self.drift(obs)
+
+    def g(self, obs: Any) -> Any:
+        if self.control_matrix is None:
+            raise ValueError(f"task {self.name} has no known dynamics")
+        return self.control_matrix(obs)
+
+    def normalized_reward(self, episode_return: float) -> float:
+        return (episode_return - self.reward_min) / (self.reward_max - self.reward_min)
+
+
+def _nav_task(name: str, cls_name: str, geo: hazard_nav.NavGeometry, **kwargs: Any) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        env_id=f"saferl/{cls_name}-v0",
+        entry_point=f"saferl.envs.hazard_nav:{cls_name}Env",
+        max_episode_steps=geo.max_episode_steps,
+        barrier=partial(hazard_nav.barrier, geometry=geo),
+        drift=partial(hazard_nav.drift, geometry=geo),
+        control_matrix=partial(hazard_nav.control_matrix, geometry=geo),
+        dt=geo.dt,
+        dataset_id=f"saferl/{cls_name}/mixed-v0",
+        **kwargs,
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    task.name: task
+    for task in [
+        _nav_task(
+            "point-robot",
+            "PointRobot",
+            hazard_nav.POINT_ROBOT,
+            cost_thresholds=(5.0, 10.0, 20.0),
+            default_cost_limit=10.0,
+            reward_min=-0.8563825604942394,
+            reward_max=17.488039888441563,
+            description="2-D point robot, ṗ = u, goal (2.2, 2.2), three disc hazards, 200 steps",
+        ),
+        _nav_task(
+            "boat-robot",
+            "BoatRobot",
+            hazard_nav.BOAT_ROBOT,
+            cost_thresholds=(5.0, 10.0, 20.0),
+            default_cost_limit=10.0,
+            reward_min=-3.6795831763222395,
+            reward_max=2.33614092040807,
+            description="V-OCBF boat in a river current, ẋ = u1 + 2 − 0.5y², ẏ = u2, goal (1.5, 0), 400 steps",
+        ),
+    ]
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by Hydra name (``point-robot``) or gymnasium id (``saferl/PointRobot-v0``)."""
+    if name in TASKS:
+        return TASKS[name]
+    for task in TASKS.values():
+        if task.env_id == name:
+            return task
+    valid = ", ".join(sorted(TASKS))
+    raise UnknownTaskError(f"unknown task {name!r}; valid tasks: {valid}")
