@@ -45,7 +45,9 @@ def boat_dataset(minari_root) -> str:
     return dataset_id
 
 
-def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, cwd: Path, timeout: float = 300, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args`` the way a user would, with the test's Minari root."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],

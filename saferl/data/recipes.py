@@ -1,0 +1,209 @@
+"""Deterministic dataset recipes: which behaviour policies, in what mix, rolled out in the real env.
+
+A DSRL-style dataset mixes behaviour that ignores the constraint (high reward, high cost), behaviour that
+respects it with different margins and speeds, and exploratory noise, so that episodes spread over the
+(cost return, reward return) plane. Every episode's policy and env seed come from one `SeedSequence`, so
+the same recipe and seed give the same dataset on every machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+
+from saferl.console import ProgressBar
+from saferl.data import behaviour, minari_io, reader
+from saferl.envs import get_task
+from saferl.envs.hazard_nav import BOAT_ROBOT, POINT_ROBOT, NavGeometry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dataset_id: str
+    task: str  # Hydra task name
+    episodes: int
+    seed: int
+    version: int  # bump whenever the recipe would produce different data
+    description: str
+    make_policy: Callable[[NavGeometry, np.random.Generator], tuple[str, behaviour.Policy]]
+    geometry: NavGeometry
+
+
+def _nav_mix(
+    geo: NavGeometry,
+    rng: np.random.Generator,
+    *,
+    speed: tuple[float, float],
+    cautious_speed: tuple[float, float],
+    weights: dict[str, float],
+) -> tuple[str, behaviour.Policy]:
+    """Draw one behaviour for one episode (the draw itself consumes the episode's rng)."""
+    names = list(weights)
+    kind = names[rng.choice(len(names), p=np.array([weights[n] for n in names]))]
+    if kind == "goal-seeking":  # ignores hazards: the high-reward, high-cost end of the plane
+        return kind, behaviour.NavController(geo, rng, None, rng.uniform(*speed), rng.uniform(0.0, 0.3))
+    if kind == "risky":
+        # Cuts into hazards: inflating each disc to r·sqrt(1 − q²) − r of the largest radius makes the chord
+        # through the main hazard proportional to q ~ U[0, 1], so episode costs spread evenly.
+        r_main = max(r for _, _, r in geo.hazards)
+        margin = r_main * (np.sqrt(1.0 - rng.uniform(0.0, 1.0) ** 2) - 1.0)
+        return kind, behaviour.NavController(geo, rng, margin, rng.uniform(*speed), rng.uniform(0.0, 0.3))
+    if kind == "hazard-avoiding":  # keeps 0 to 0.6 clear of every hazard
+        return kind, behaviour.NavController(
+            geo, rng, rng.uniform(0.0, 0.6), rng.uniform(*speed), rng.uniform(0.0, 0.3)
+        )
+    if kind == "cautious":  # wide berth, slow: safe and low reward
+        return kind, behaviour.NavController(
+            geo, rng, rng.uniform(0.3, 0.8), rng.uniform(*cautious_speed), rng.uniform(0.0, 0.2)
+        )
+    if kind == "random-uniform":
+        return kind, behaviour.UniformRandom(rng)
+    if kind == "random-correlated":
+        return kind, behaviour.OrnsteinUhlenbeck(rng)
+    raise ValueError(kind)
+
+
+_NAV_WEIGHTS = {
+    "goal-seeking": 0.35,
+    "risky": 0.25,
+    "hazard-avoiding": 0.20,
+    "cautious": 0.10,
+    "random-uniform": 0.05,
+    "random-correlated": 0.05,
+}
+
+
+def _point_policy(geo: NavGeometry, rng: np.random.Generator):
+    return _nav_mix(geo, rng, speed=(0.6, 1.4), cautious_speed=(0.3, 0.7), weights=_NAV_WEIGHTS)
+
+
+def _boat_policy(geo: NavGeometry, rng: np.random.Generator):
+    return _nav_mix(geo, rng, speed=(2.0, 3.0), cautious_speed=(1.2, 2.0), weights=_NAV_WEIGHTS)
+
+
+def _nav_recipe(task: str, geometry: NavGeometry, policy, episodes: int, description: str) -> Recipe:
+    return Recipe(
+        dataset_id=get_task(task).dataset_id,
+        task=task,
+        episodes=episodes,
+        seed=0,
+        version=1,
+        description=description,
+        make_policy=policy,
+        geometry=geometry,
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    r.dataset_id: r
+    for r in [
+        _nav_recipe(
+            "point-robot",
+            POINT_ROBOT,
+            _point_policy,
+            episodes=1000,
+            description="PointRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious and random "
+            "behaviour, 1000 episodes",
+        ),
+        _nav_recipe(
+            "boat-robot",
+            BOAT_ROBOT,
+            _boat_policy,
+            episodes=600,
+            description="BoatRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious and random "
+            "behaviour, 600 episodes",
+        ),
+    ]
+}
+
+
+def recipe_for(dataset_id: str) -> Recipe | None:
+    return RECIPES.get(dataset_id)
+
+
+def collect(recipe: Recipe, seed: int, episodes: int, progress: bool = True) -> tuple[list[EpisodeBuffer], Counter]:
+    """Roll the recipe's behaviour policies out in the registered env; one EpisodeBuffer per episode."""
+    spec = get_task(recipe.task)
+    env = gym.make(spec.env_id, disable_env_checker=True)
+    children = np.random.SeedSequence([seed, recipe.version]).spawn(episodes)
+    buffers: list[EpisodeBuffer] = []
+    kinds: Counter = Counter()
+    bar = ProgressBar(progress, episodes, f"collecting {recipe.dataset_id}")
+    for i, child in enumerate(children):
+        rng = np.random.default_rng(child)
+        kind, policy = recipe.make_policy(recipe.geometry, rng)
+        kinds[kind] += 1
+        env_seed = int(rng.integers(2**31 - 1))
+        obs, info = env.reset(seed=env_seed)
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+        costs, hs = [info["cost"]], [info["h"]]
+        while True:
+            action = policy(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            terms.append(bool(terminated))
+            truncs.append(bool(truncated))
+            costs.append(info["cost"])
+            hs.append(info["h"])
+            if terminated or truncated:
+                break
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=env_seed,
+                observations=np.asarray(observations, dtype=np.float32),
+                actions=np.asarray(actions, dtype=np.float32),
+                rewards=rewards,
+                terminations=terms,
+                truncations=truncs,
+                infos={"cost": np.asarray(costs, dtype=np.float64), "h": np.asarray(hs, dtype=np.float64)},
+            )
+        )
+        bar.advance()
+    bar.close()
+    env.close()
+    return buffers, kinds
+
+
+def build(
+    dataset_id: str,
+    seed: int | None = None,
+    episodes: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build a recipe's dataset under ``MINARI_DATASETS_PATH`` and return its directory."""
+    recipe = RECIPES.get(dataset_id)
+    if recipe is None:
+        raise minari_io.DatasetNotFoundError(
+            f"no saferl recipe builds {dataset_id!r}; recipes: {', '.join(sorted(RECIPES))}"
+        )
+    seed = recipe.seed if seed is None else int(seed)
+    episodes = recipe.episodes if episodes is None else int(episodes)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    start = time.perf_counter()
+    buffers, kinds = collect(recipe, seed, episodes, progress)
+    meta = {
+        "recipe": f"{recipe.task}/mixed",
+        "recipe_version": recipe.version,
+        "seed": seed,
+        "episodes": episodes,
+        "behaviour_counts": dict(sorted(kinds.items())),
+        "reference": seed == recipe.seed and episodes == recipe.episodes,
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    path = minari_io.write_dataset(
+        dataset_id, buffers, get_task(recipe.task).env_id, meta, recipe.description, overwrite=overwrite
+    )
+    reader.write_cache_from_buffers(path, buffers)
+    return path
