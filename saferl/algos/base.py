@@ -1,0 +1,103 @@
+"""What every algorithm offers the training loop, and what the loop tells it about the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from saferl.data import Batch, OfflineDataset
+from saferl.envs import TaskSpec
+
+
+@dataclass
+class AlgoContext:
+    """Problem facts an algorithm may need: shapes, action box, the cost limit and the task."""
+
+    obs_dim: int
+    act_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    cost_limit: float
+    max_episode_steps: int
+    device: torch.device
+    task: TaskSpec | None = None
+
+
+@dataclass
+class AlgoConfig:
+    """Fields every algorithm config has; subclasses add their hyperparameters."""
+
+    batch_size: int = 256
+    steps: int = 100_000  # default training length of this algorithm (``steps=`` overrides)
+
+
+class Algorithm(nn.Module):
+    """Base class: networks are submodules; optimizers live in ``self.optimizers`` so that
+    ``state_dict`` captures everything a resumed run needs."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+
+    def __init__(self, config: AlgoConfig, ctx: AlgoContext):
+        super().__init__()
+        self.config = config
+        self.ctx = ctx
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @classmethod
+    def make_config(cls, overrides: dict[str, Any]) -> AlgoConfig:
+        """Build the config from Hydra's ``algo`` group, rejecting keys the algorithm does not have."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"algorithm {cls.name!r} has no option(s) {', '.join(unknown)}; its options are "
+                f"{', '.join(sorted(fields))}"
+            )
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        return cls.Config(**values)
+
+    # -- hooks for the training loop ------------------------------------------------------------
+    def prepare(self, data: OfflineDataset) -> OfflineDataset:
+        """Preprocess the dataset once before training (filter episodes, rescale rewards, …)."""
+        return data
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step; returns scalar tensors (no host sync: the loop reads them at log time)."""
+        raise NotImplementedError
+
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions for a batch of observation tensors."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch of numpy observations ``[B, obs_dim]`` (a single ``[obs_dim]`` works too)."""
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.ctx.device)
+        single = obs_t.ndim == 1
+        was_training = self.training
+        self.eval()
+        try:
+            action = self.policy(obs_t[None] if single else obs_t, deterministic)
+        finally:
+            self.train(was_training)
+        out = action.float().cpu().numpy()
+        return out[0] if single else out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            "modules": super().state_dict(*args, **kwargs),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True):  # type: ignore[override]
+        result = super().load_state_dict(state["modules"], strict=strict)
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        return result

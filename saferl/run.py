@@ -1,0 +1,21 @@
+"""`python -m saferl.run algo=<name> env=<name> [seed= steps= device= cost_limit= ...]`: train, evaluate,
+write the run directory."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from saferl.cli import setup_logging, user_errors
+from saferl.train import run_experiment
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    setup_logging()
+    with user_errors():
+        run_experiment(cfg)
+
+
+if __name__ == "__main__":
+    main()

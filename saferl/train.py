@@ -1,0 +1,445 @@
+"""The one training loop: data, seeding, updates, logging, checkpoints, resume, periodic and final evaluation.
+
+A run directory holds ``config.yaml``, ``metrics.csv`` (+ TensorBoard events under ``tb/`` when tensorboard
+is installed), ``checkpoints/last.pt`` and, once finished, ``eval.json``. Files are written atomically
+(temporary file + rename), so a killed run never leaves a half-written checkpoint or result; rerunning with
+``resume=true`` continues from the last checkpoint with the same random streams, so the resumed run ends
+with the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from saferl import evaluation
+from saferl.algos import AlgoContext, Algorithm, get_algorithm
+from saferl.console import ProgressBar
+from saferl.data import DatasetError, OfflineDataset, ensure, load
+from saferl.envs import TaskSpec, get_task
+
+log = logging.getLogger("saferl")
+
+EVAL_FILE = "eval.json"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+class SaferlError(RuntimeError):
+    """An error with a message meant for the user (the CLI prints it without a traceback)."""
+
+
+class TrainingDivergedError(SaferlError):
+    pass
+
+
+class RunDirError(SaferlError):
+    pass
+
+
+@dataclass
+class RunSettings:
+    """The run-level options of the composed Hydra config (see ``conf/config.yaml``)."""
+
+    algo: str
+    env: str
+    seed: int = 0
+    steps: int | None = None
+    device: str = "cpu"
+    cost_limit: float | None = None
+    eval_episodes: int = 20
+    eval_every: int = 0
+    log_every: int = 500
+    checkpoint_every: int = 2000
+    resume: bool = False
+    dataset: str | None = None
+    download: bool = False
+    run_dir: str | None = None
+    runs_root: str = "runs"
+    threads: int | None = None
+    progress: bool = True
+    tensorboard: bool = True
+
+
+def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
+    """Split a composed config (DictConfig or dict) into run settings and the algorithm's options."""
+    from omegaconf import DictConfig, OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    algo_opts = dict(raw.pop("algo"))
+    env_opts = dict(raw.pop("env"))
+    raw.pop("hydra", None)
+    known = set(RunSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SaferlError(f"unknown option(s) {', '.join(unknown)}; run options are {', '.join(sorted(known))}")
+    settings = RunSettings(algo=algo_opts.pop("name"), env=env_opts["name"], **raw)
+    return settings, algo_opts
+
+
+# ---------------------------------------------------------------------------------------------------
+# run directories
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / EVAL_FILE).is_file()
+
+
+def resolve_run_dir(s: RunSettings) -> Path:
+    """Where this run lives. An explicit ``run_dir`` is used as is; otherwise a new timestamped directory
+    under ``runs_root/<env>/<algo>/``, or, with ``resume=true``, the newest unfinished run of the same
+    algorithm, task and seed there."""
+    if s.run_dir:
+        run_dir = Path(s.run_dir)
+        if not s.resume and (run_dir / CHECKPOINT).exists():
+            state = "a finished run" if _finished(run_dir) else "an unfinished run"
+            raise RunDirError(
+                f"{run_dir} already holds {state}; pass resume=true to continue it, or choose another run_dir"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    base = Path(s.runs_root) / s.env / s.algo
+    prefix = f"seed{s.seed}-"
+    if s.resume:
+        candidates = sorted(
+            (d for d in base.glob(prefix + "*") if (d / CHECKPOINT).exists() and not _finished(d)),
+            key=lambda d: d.name,
+        )
+        if not candidates:
+            raise RunDirError(
+                f"resume=true but there is no unfinished {s.algo} run on {s.env} with seed {s.seed} under "
+                f"{base}; drop resume=true to start a new run, or pass run_dir=<dir> of the run to continue"
+            )
+        return candidates[-1]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run_dir = base / (prefix + stamp + (f"-{n}" if n else ""))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RunDirError(f"could not create a fresh run directory under {base}")
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# metrics
+
+
+class MetricsLog:
+    """``metrics.csv`` (one row per log interval) and, when tensorboard is installed, TensorBoard events."""
+
+    EVAL_KEYS = ("eval/reward", "eval/cost", "eval/normalized_reward", "eval/normalized_cost")
+
+    def __init__(self, run_dir: Path, resume_step: int | None, tensorboard: bool):
+        self.path = run_dir / "metrics.csv"
+        self.header: list[str] | None = None
+        if resume_step is not None and self.path.exists():
+            self._truncate_after(resume_step)
+        elif self.path.exists():
+            self.path.unlink()
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+            except ImportError:
+                log.debug("tensorboard is not installed; logging to metrics.csv only")
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop rows logged after the checkpoint we resume from (and a torn last line)."""
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        self.header, kept = rows[0], [rows[0]]
+        for row in rows[1:]:
+            if len(row) == len(self.header) and row[0].isdigit() and int(row[0]) <= step:
+                kept.append(row)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        os.replace(tmp, self.path)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.header is None:
+            train_keys = sorted(k for k in values if k not in self.EVAL_KEYS)
+            self.header = ["step", *train_keys, *self.EVAL_KEYS]
+            with open(self.path, "w", newline="") as fh:
+                csv.writer(fh).writerow(self.header)
+        row = [step] + [_fmt(values.get(k)) for k in self.header[1:]]
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the loop
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SaferlError(f"device={name} but torch sees no CUDA device (torch {torch.__version__}); use device=cpu")
+    return device
+
+
+def check_compatible(data: OfflineDataset, env: gym.Env, dataset_name: str, env_id: str) -> None:
+    obs_shape = env.observation_space.shape
+    act_shape = env.action_space.shape
+    if not isinstance(env.action_space, gym.spaces.Box) or obs_shape is None or len(obs_shape) != 1:
+        raise DatasetError(f"{env_id}: saferl trains on flat Box observation and action spaces")
+    if (data.obs_dim,) != obs_shape or (data.act_dim,) != act_shape:
+        raise DatasetError(
+            f"dataset {dataset_name} does not match env {env_id}: dataset observations have shape "
+            f"({data.obs_dim},) and actions ({data.act_dim},), the env expects observations {obs_shape} and "
+            f"actions {act_shape}; pick the dataset recorded on this env (dataset=...) or the matching env=..."
+        )
+    bad = [
+        name
+        for name in ("observations", "actions", "rewards", "costs")
+        if not bool(getattr(data, name).isfinite().all())
+    ]
+    if bad:
+        raise DatasetError(f"dataset {dataset_name} contains NaN or inf in: {', '.join(bad)}")
+
+
+def _check_finite(
+    metrics: dict[str, torch.Tensor], algo: Algorithm, step: int, last_ckpt: int | None, run_dir: Path
+) -> dict[str, float]:
+    """Read the step's metrics (one host sync) and stop the run if a loss or a parameter is NaN/inf."""
+    names = list(metrics)
+    flat = torch.stack([metrics[n].detach().float().reshape(()) for n in names]).cpu().tolist() if names else []
+    values = dict(zip(names, flat, strict=True))
+    bad = [n for n, v in values.items() if not math.isfinite(v)]
+    if not bad:
+        bad = [f"parameter {n}" for n, p in algo.named_parameters() if not bool(p.isfinite().all())][:1]
+    if bad:
+        kept = (
+            f"the last good checkpoint (step {last_ckpt}) is kept at {run_dir / CHECKPOINT}"
+            if last_ckpt is not None
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDivergedError(
+            f"training diverged: {', '.join(bad)} became NaN/inf by step {step}; the run stopped and {kept}. "
+            "Lower the learning rate or check the dataset, then resume or start again."
+        )
+    return values
+
+
+def run_experiment(cfg: Any) -> dict[str, Any]:
+    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload."""
+    s, algo_opts = settings_from(cfg)
+    task = get_task(s.env)
+    algo_cls = get_algorithm(s.algo)
+    try:
+        algo_cfg = algo_cls.make_config(algo_opts)
+    except (TypeError, ValueError) as err:
+        raise SaferlError(str(err)) from None
+    steps = int(s.steps if s.steps is not None else algo_cfg.steps)
+    cost_limit = float(s.cost_limit if s.cost_limit is not None else task.default_cost_limit)
+    dataset_name = s.dataset or task.dataset_id
+
+    if s.resume and s.run_dir and _finished(Path(s.run_dir)):
+        result = json.loads((Path(s.run_dir) / EVAL_FILE).read_text())
+        log.info("%s is already finished; nothing to do", s.run_dir)
+        evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed})")
+        return result
+
+    # Check everything the user gave us before a run directory exists.
+    device = resolve_device(s.device)
+    if s.threads:
+        torch.set_num_threads(int(s.threads))
+    ensure(dataset_name, progress=s.progress)
+    data = load(dataset_name, device=device, download=s.download)
+    env = gym.make(task.env_id)
+    check_compatible(data, env, dataset_name, task.env_id)
+    ctx = AlgoContext(
+        obs_dim=data.obs_dim,
+        act_dim=data.act_dim,
+        action_low=env.action_space.low,
+        action_high=env.action_space.high,
+        cost_limit=cost_limit,
+        max_episode_steps=task.max_episode_steps,
+        device=device,
+        task=task,
+    )
+    env.close()
+
+    seed_everything(s.seed)
+    algo = algo_cls(algo_cfg, ctx)
+    train_data = algo.prepare(data)
+
+    run_dir = resolve_run_dir(s)
+    _write_config(run_dir, s, algo_cfg, steps, cost_limit, dataset_name)
+    log.info("run directory: %s", run_dir)
+    sampler = torch.Generator(device=device)
+    sampler.manual_seed(s.seed)
+
+    start_step, elapsed, update_time = 0, 0.0, 0.0
+    ckpt_path = run_dir / CHECKPOINT
+    if s.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _check_same_run(state, s, steps)
+        algo.load_state_dict(state["algo"])
+        sampler.set_state(state["rng"]["sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        start_step, elapsed, update_time = state["step"], state["elapsed"], state["update_time"]
+        log.info("resuming from step %d of %d", start_step, steps)
+
+    metrics_log = MetricsLog(run_dir, start_step if s.resume else None, s.tensorboard)
+    last_ckpt = start_step if start_step else None
+    bar = ProgressBar(s.progress, steps, f"{s.algo} on {s.env}", completed=start_step)
+    seg_start = time.perf_counter()
+    t_log, steps_since_log = time.perf_counter(), 0
+    metrics: dict[str, torch.Tensor] = {}
+    try:
+        for step in range(start_step + 1, steps + 1):
+            t0 = time.perf_counter()
+            metrics = algo.update(train_data.sample(algo_cfg.batch_size, generator=sampler))
+            update_time += time.perf_counter() - t0
+            steps_since_log += 1
+            if step % 50 == 0 or step == steps:
+                bar.advance(50 if step % 50 == 0 else step % 50)
+            log_now = step % s.log_every == 0 or step == steps
+            eval_now = s.eval_every > 0 and step % s.eval_every == 0 and step != steps
+            ckpt_now = step % s.checkpoint_every == 0 or step == steps
+            if log_now or eval_now or ckpt_now:
+                values = _check_finite(metrics, algo, step, last_ckpt, run_dir)
+                now = time.perf_counter()
+                values["updates_per_s"] = steps_since_log / max(now - t_log, 1e-9)
+                t_log, steps_since_log = now, 0
+                if eval_now:
+                    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+                    values.update(_eval_values(stats, task, cost_limit))
+                if log_now or eval_now:
+                    metrics_log.write(step, values)
+                    bar.advance(0, status=" ".join(f"{k}={v:.3g}" for k, v in list(values.items())[:2]))
+                if ckpt_now:
+                    now_elapsed = elapsed + time.perf_counter() - seg_start
+                    _save_checkpoint(ckpt_path, algo, sampler, step, now_elapsed, update_time, s, steps)
+                    last_ckpt = step
+    finally:
+        bar.close()
+        metrics_log.close()
+    elapsed += time.perf_counter() - seg_start
+
+    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+    result = {
+        "algo": s.algo,
+        "env": s.env,
+        "dataset": data.metadata.get("dataset_id", dataset_name),
+        "seed": s.seed,
+        "steps": steps,
+        "cost_limit": cost_limit,
+        **evaluation.dsrl_metrics(stats, task, evaluation.eval_thresholds(task, cost_limit)),
+        "wall_time_s": elapsed,
+        "updates_per_s": steps / update_time if update_time > 0 else float("nan"),
+    }
+    write_json_atomic(run_dir / EVAL_FILE, result)
+    evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {steps} steps)")
+    log.info("results written to %s", run_dir / EVAL_FILE)
+    return result
+
+
+def _eval_values(stats: evaluation.RolloutStats, task: TaskSpec, cost_limit: float) -> dict[str, float]:
+    reward, cost = float(stats.rewards.mean()), float(stats.costs.mean())
+    return {
+        "eval/reward": reward,
+        "eval/cost": cost,
+        "eval/normalized_reward": task.normalized_reward(reward),
+        "eval/normalized_cost": evaluation.normalized_cost(cost, cost_limit),
+    }
+
+
+def _save_checkpoint(path, algo, sampler, step, elapsed, update_time, s: RunSettings, steps: int) -> None:
+    _save_atomic(
+        {
+            "step": step,
+            "algo": algo.state_dict(),
+            "rng": {
+                "sampler": sampler.get_state(),
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "elapsed": elapsed,
+            "update_time": update_time,
+            "settings": {**asdict(s), "steps": steps},
+        },
+        path,
+    )
+
+
+def _check_same_run(state: dict[str, Any], s: RunSettings, steps: int) -> None:
+    saved = state["settings"]
+    for key, now in (("algo", s.algo), ("env", s.env), ("seed", s.seed), ("dataset", s.dataset)):
+        if saved.get(key) != now:
+            raise RunDirError(
+                f"cannot resume: the checkpoint was written by a run with {key}={saved.get(key)!r}, this run has "
+                f"{key}={now!r}; resume with the original settings or start a new run"
+            )
+    if state["step"] > steps:
+        raise RunDirError(f"cannot resume: the checkpoint is at step {state['step']}, past steps={steps}")
+
+
+def _write_config(run_dir: Path, s: RunSettings, algo_cfg: Any, steps: int, cost_limit: float, dataset: str):
+    import yaml
+
+    composed = {
+        **asdict(s),
+        "steps": steps,
+        "cost_limit": cost_limit,
+        "dataset": dataset,
+        "algo": {"name": s.algo, **asdict(algo_cfg)},
+        "env": {"name": s.env},
+    }
+    composed["algo"] = {k: list(v) if isinstance(v, tuple) else v for k, v in composed["algo"].items()}
+    path = run_dir / "config.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(composed, sort_keys=False))
+    os.replace(tmp, path)

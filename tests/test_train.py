@@ -1,0 +1,275 @@
+"""The training loop and the CLI: run directory contract, learning, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from hydra import compose, initialize_config_dir
+
+from saferl.train import RunDirError, TrainingDivergedError, run_experiment
+
+CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
+TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
+EVAL_KEYS = {
+    "algo",
+    "env",
+    "dataset",
+    "seed",
+    "steps",
+    "episodes",
+    "reward_mean",
+    "reward_std",
+    "cost_mean",
+    "cost_std",
+    "thresholds",
+    "normalized_reward",
+    "normalized_cost",
+    "safe",
+    "wall_time_s",
+    "updates_per_s",
+}
+
+
+def config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_cli_run_writes_the_run_directory(tmp_path, point_dataset):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "saferl.run",
+        "algo=bc_safe",
+        "env=point-robot",
+        "steps=300",
+        "log_every=100",
+        "checkpoint_every=200",
+        f"run_dir={run_dir}",
+        *TINY[:-1],
+        "tensorboard=true",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "normalized cost" in proc.stdout and "κ = 10" in proc.stdout
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert EVAL_KEYS <= set(result)
+    assert result["algo"] == "bc_safe" and result["env"] == "point-robot" and result["steps"] == 300
+    assert result["dataset"] == point_dataset and result["episodes"] == 5
+    assert result["thresholds"] == [5.0, 10.0, 20.0] and set(result["safe"]) == {"5", "10", "20"}
+    assert result["updates_per_s"] > 0 and result["wall_time_s"] > 0
+    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,actor_loss") and [ln.split(",")[0] for ln in lines[1:]] == [
+        "100",
+        "200",
+        "300",
+    ]
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "config.yaml").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert not list(tmp_path.glob("outputs")) and not list(run_dir.glob("*.tmp*"))
+
+
+def test_default_run_dir_is_fresh_per_run_and_resume_without_unfinished_run_fails(tmp_path, point_dataset):
+    common = ["algo=bc_all", "steps=20", f"runs_root={tmp_path}", *TINY]
+    first = run_experiment(config(*common))
+    run_experiment(config(*common))
+    dirs = sorted((tmp_path / "point-robot" / "bc_all").iterdir())
+    assert len(dirs) == 2 and all((d / "eval.json").is_file() for d in dirs)
+    assert first["steps"] == 20
+    with pytest.raises(RunDirError, match="no unfinished"):
+        run_experiment(config(*common, "resume=true"))
+
+
+def test_explicit_run_dir_is_never_overwritten(tmp_path, point_dataset):
+    run_dir = tmp_path / "r"
+    common = ["algo=bc_all", "steps=20", f"run_dir={run_dir}", *TINY]
+    first = run_experiment(config(*common))
+    with pytest.raises(RunDirError, match="resume=true"):
+        run_experiment(config(*common))
+    again = run_experiment(config(*common, "resume=true"))  # finished: returns the stored result
+    assert again == json.loads(json.dumps(first))
+
+
+def test_bc_safe_is_safe_and_bc_all_is_not_on_point_robot(tmp_path, point_dataset):
+    """The learning test of the foundation: the dataset holds unsafe high-reward behaviour that BC-All
+    copies, and BC-Safe's episode filter removes it."""
+    common = [
+        "steps=2000",
+        "algo.batch_size=256",
+        "eval_episodes=30",
+        "progress=false",
+        "tensorboard=false",
+        f"runs_root={tmp_path}",
+    ]
+    bc_all = run_experiment(config("algo=bc_all", *common))
+    bc_safe = run_experiment(config("algo=bc_safe", *common))
+    assert bc_all["safe"]["10"] is False and bc_all["normalized_cost"]["10"] > 1.5
+    assert bc_safe["safe"]["10"] is True
+    assert bc_safe["normalized_reward"] > 0.2  # it still drives towards the goal
+
+
+def _resume_args(run_dir: Path) -> list[str]:
+    return ["algo=bc_all", "steps=6000", "log_every=250", "checkpoint_every=250", f"run_dir={run_dir}", *TINY]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, point_dataset):
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saferl.run", *_resume_args(killed_dir)],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt = killed_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (killed_dir / "eval.json").exists(), "the kill came too late to test resume"
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < killed_at < 6000
+
+    resumed = run_cli("saferl.run", *_resume_args(killed_dir), "resume=true", cwd=tmp_path, check=True)
+    assert f"resuming from step {killed_at}" in resumed.stdout + resumed.stderr
+    run_cli("saferl.run", *_resume_args(clean_dir), cwd=tmp_path, check=True)
+
+    a = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(clean_dir / "checkpoints" / "last.pt", weights_only=False)
+    for key, value in b["algo"]["modules"].items():
+        torch.testing.assert_close(a["algo"]["modules"][key], value, rtol=0, atol=0)
+    ra, rb = (json.loads((d / "eval.json").read_text()) for d in (killed_dir, clean_dir))
+    assert ra["reward_mean"] == rb["reward_mean"] and ra["cost_mean"] == rb["cost_mean"]
+    steps = [int(ln.split(",")[0]) for ln in (killed_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(250, 6001, 250))  # no duplicated or missing rows around the kill
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, point_dataset, monkeypatch):
+    from saferl.algos.bc import BCAll
+
+    original = BCAll.update
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        metrics = original(self, batch)
+        if calls["n"] > 130:
+            with torch.no_grad():
+                next(self.actor.parameters()).fill_(float("nan"))
+            metrics["actor_loss"] = metrics["actor_loss"] * float("nan")
+        return metrics
+
+    monkeypatch.setattr(BCAll, "update", poisoned)
+    run_dir = tmp_path / "nan"
+    with pytest.raises(TrainingDivergedError, match=r"actor_loss.*step 150.*step 100"):
+        run_experiment(
+            config(
+                "algo=bc_all",
+                "steps=400",
+                "log_every=50",
+                "checkpoint_every=100",
+                f"run_dir={run_dir}",
+                *TINY,
+            )
+        )
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 100
+    assert all(torch.isfinite(v).all() for v in state["algo"]["modules"].values() if v.is_floating_point())
+    assert not (run_dir / "eval.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["algo=nope"], "bc_safe"),  # Hydra lists the algorithms
+        (["env=nope"], "point-robot"),  # … and the envs
+        (["dataset=saferl/PointRobot/nope-v0"], "Local datasets"),
+        (["device=cuda"], "no CUDA device"),
+        (["algo.learning_rate=0.1"], "Could not override"),
+        (["algo=bc_safe", "cost_limit=-1"], "no episode has a cost return <= cost_limit=-1"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path, point_dataset, args, message):
+    if args == ["device=cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_cli("saferl.run", *args, "steps=5", f"runs_root={tmp_path}", *TINY, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("config.yaml")), "bad input must not leave a run directory behind"
+
+
+def test_dataset_that_does_not_match_the_env_names_both_shapes(tmp_path, minari_root):
+    from test_datasets import _pendulum_dataset
+
+    path = _pendulum_dataset("testns/pendulum/mismatch-v0")
+    proc = run_cli(
+        "saferl.run",
+        "env=point-robot",
+        f"dataset={path}",
+        "steps=5",
+        f"runs_root={tmp_path}",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    out = proc.stdout + proc.stderr
+    assert "(3,)" in out and "(1,)" in out and "(2,)" in out and "does not match env saferl/PointRobot-v0" in out
+
+
+def test_corrupt_dataset_stops_before_training(tmp_path, minari_root):
+    from saferl.data import minari_io
+    from saferl.data.recipes import RECIPES, collect
+
+    buffers, _ = collect(RECIPES["saferl/BoatRobot/mixed-v0"], seed=2, episodes=4, progress=False)
+    path = minari_io.write_dataset("saferl/BoatRobot/broken-v0", buffers, "saferl/BoatRobot-v0", {"recipe": "t"}, "b")
+    data_file = path / "data" / "main_data.hdf5"
+    data_file.write_bytes(data_file.read_bytes()[:-100])
+    proc = run_cli(
+        "saferl.run",
+        "env=boat-robot",
+        "dataset=saferl/BoatRobot/broken-v0",
+        "steps=5",
+        f"runs_root={tmp_path}",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "checksum mismatch" in proc.stdout + proc.stderr and "main_data.hdf5" in proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("last.pt"))
+
+
+def test_collect_cli_prints_summary_and_saves_scatter_plot(tmp_path, minari_root):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "saferl.collect", "env=boat-robot", "episodes=40", "seed=5", "progress=false"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "episodes" in out and "40" in out and "cost return" in out and "reward return" in out
+    png = tmp_path / "minari" / "saferl" / "BoatRobot" / "mixed-v0" / "scatter.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = subprocess.run(
+        [sys.executable, "-m", "saferl.collect", "env=boat-robot", "episodes=40"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 1 and "overwrite=true" in again.stdout + again.stderr
