@@ -328,6 +328,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         start_step, elapsed, update_time = state["step"], state["elapsed"], state["update_time"]
         log.info("resuming from step %d of %d", start_step, steps)
 
@@ -406,6 +408,7 @@ def _save_checkpoint(path, algo, sampler, step, elapsed, update_time, s: RunSett
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
                 "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
             "elapsed": elapsed,
             "update_time": update_time,

@@ -48,6 +48,7 @@ def test_cli_run_writes_the_run_directory(tmp_path, point_dataset):
     run_dir = tmp_path / "run"
     proc = run_cli(
         "saferl.run",
+        "eval_every=100",
         "algo=bc_safe",
         "env=point-robot",
         "steps=300",
