@@ -342,7 +342,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     try:
         for step in range(start_step + 1, steps + 1):
             t0 = time.perf_counter()
-            metrics = algo.update(train_data.sample(algo_cfg.batch_size, generator=sampler))
+            metrics = algo.update(algo.sample(train_data, algo_cfg.batch_size, sampler))
             update_time += time.perf_counter() - t0
             steps_since_log += 1
             if step % 50 == 0 or step == steps:

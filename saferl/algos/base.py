@@ -67,6 +67,10 @@ class Algorithm(nn.Module):
         """Preprocess the dataset once before training (filter episodes, rescale rewards, …)."""
         return data
 
+    def sample(self, data: OfflineDataset, batch_size: int, generator: torch.Generator | None = None) -> Any:
+        """Draw one training batch (override for extra per-transition data or sequences)."""
+        return data.sample(batch_size, generator=generator)
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step; returns scalar tensors (no host sync: the loop reads them at log time)."""
         raise NotImplementedError

@@ -118,7 +118,15 @@ class OfflineDataset:
         return self._split(self._table().index_select(0, idx))
 
     def batch(self, indices: torch.Tensor) -> Batch:
+        """The transitions at ``indices`` (one gather from the packed table)."""
         return self._split(self._table().index_select(0, indices.to(self.device)))
+
+    @property
+    def is_initial(self) -> torch.Tensor:
+        """1.0 for the first transition of every episode, float32 [N]."""
+        flags = torch.zeros(self.num_transitions, device=self.device)
+        flags[self.episode_starts[:-1].to(self.device)] = 1.0
+        return flags
 
     # -- views ------------------------------------------------------------------------------------
     def select_episodes(self, mask: torch.Tensor | np.ndarray) -> OfflineDataset:
