@@ -10,6 +10,7 @@ with the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -279,6 +280,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise SaferlError(str(err)) from None
     steps = int(s.steps if s.steps is not None else algo_cfg.steps)
+    algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     cost_limit = float(s.cost_limit if s.cost_limit is not None else task.default_cost_limit)
     dataset_name = s.dataset or task.dataset_id
 
@@ -339,6 +341,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     seg_start = time.perf_counter()
     t_log, steps_since_log = time.perf_counter(), 0
     metrics: dict[str, torch.Tensor] = {}
+    # Optional algorithm hook: wrap every evaluation env (e.g. V-OCBF's safety filter around the nominal policy).
+    wrap_env = getattr(algo, "wrap_eval_env", None)
     try:
         for step in range(start_step + 1, steps + 1):
             t0 = time.perf_counter()
@@ -356,7 +360,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
                 values["updates_per_s"] = steps_since_log / max(now - t_log, 1e-9)
                 t_log, steps_since_log = now, 0
                 if eval_now:
-                    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+                    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed, wrap_env=wrap_env)
                     values.update(_eval_values(stats, task, cost_limit))
                 if log_now or eval_now:
                     metrics_log.write(step, values)
@@ -370,7 +374,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         metrics_log.close()
     elapsed += time.perf_counter() - seg_start
 
-    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed, wrap_env=wrap_env)
+    thresholds = evaluation.eval_thresholds(task, cost_limit)
     result = {
         "algo": s.algo,
         "env": s.env,
@@ -378,10 +383,15 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         "seed": s.seed,
         "steps": steps,
         "cost_limit": cost_limit,
-        **evaluation.dsrl_metrics(stats, task, evaluation.eval_thresholds(task, cost_limit)),
+        **evaluation.dsrl_metrics(stats, task, thresholds),
+        **evaluation.safety_metrics(stats),
         "wall_time_s": elapsed,
         "updates_per_s": steps / update_time if update_time > 0 else float("nan"),
     }
+    if wrap_env is not None:  # the same policy without the wrapper, for comparison
+        plain = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+        result["unfiltered"] = {**evaluation.dsrl_metrics(plain, task, thresholds), **evaluation.safety_metrics(plain)}
+        evaluation.print_eval_table(result["unfiltered"], f"{s.algo} on {s.env} without its evaluation wrapper")
     write_json_atomic(run_dir / EVAL_FILE, result)
     evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {steps} steps)")
     log.info("results written to %s", run_dir / EVAL_FILE)

@@ -48,6 +48,8 @@ class Algorithm(nn.Module):
         self.config = config
         self.ctx = ctx
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.num_updates = 0  # algorithms with delayed updates count here; checkpointed
 
     @classmethod
     def make_config(cls, overrides: dict[str, Any]) -> AlgoConfig:
@@ -98,10 +100,25 @@ class Algorithm(nn.Module):
         return {
             "modules": super().state_dict(*args, **kwargs),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "schedulers": {k: sched.state_dict() for k, sched in self.schedulers.items()},
+            "num_updates": self.num_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True):  # type: ignore[override]
         result = super().load_state_dict(state["modules"], strict=strict)
         for key, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][key])
+        for key, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][key])
+        self.num_updates = state.get("num_updates", 0)
         return result
+
+
+def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+    """zero_grad → backward → (clip) → step for one loss and its optimizer."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()

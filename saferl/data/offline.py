@@ -112,10 +112,13 @@ class OfflineDataset:
             timeouts=parts[6].squeeze(1),
         )
 
+    def sample_indices(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform transition indices, drawn on the dataset's device."""
+        return torch.randint(0, self.num_transitions, (batch_size,), device=self.device, generator=generator)
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         """A uniform batch of transitions; indices are drawn on the dataset's device (no host copies)."""
-        idx = torch.randint(0, self.num_transitions, (batch_size,), device=self.device, generator=generator)
-        return self._split(self._table().index_select(0, idx))
+        return self.batch(self.sample_indices(batch_size, generator))
 
     def batch(self, indices: torch.Tensor) -> Batch:
         """The transitions at ``indices`` (one gather from the packed table)."""

@@ -53,3 +53,17 @@ class MLP(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 (typed for readers)
         return super().forward(x)
+
+
+@torch.no_grad()
+def orthogonal_init_(module: nn.Module, hidden_gain: float = 2**0.5, last_gain: float = 1e-2) -> None:
+    """Orthogonal weights, zero biases (CORL's CQL/SAC init); the last linear layer gets a small gain.
+    Works for MLP and EnsembleMLP (each ensemble member's [in, out] matrix separately)."""
+    linears = [m for m in module.modules() if hasattr(m, "weight") and m.weight.dim() >= 2]
+    for i, layer in enumerate(linears):
+        gain = last_gain if i == len(linears) - 1 else hidden_gain
+        weight = layer.weight
+        for matrix in weight if weight.dim() == 3 else [weight]:
+            nn.init.orthogonal_(matrix, gain=gain)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.zero_()
