@@ -9,6 +9,7 @@ with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -72,6 +73,8 @@ class RunSettings:
     threads: int | None = None
     progress: bool = True
     tensorboard: bool = True
+    amp: str = "none"  # "bf16": bf16 autocast around the update (opt-in, see benchmarks/throughput.md)
+    compile: bool = False  # torch.compile the update (opt-in; no gain measured on CPU)
 
 
 def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
@@ -317,6 +320,12 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     run_dir = resolve_run_dir(s)
     _write_config(run_dir, s, algo_cfg, steps, cost_limit, dataset_name)
     log.info("run directory: %s", run_dir)
+    if s.amp not in ("none", "bf16"):
+        raise SaferlError(f"amp={s.amp!r} is not supported; use amp=none or amp=bf16")
+    update = torch.compile(algo.update) if s.compile else algo.update
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.amp == "bf16" else contextlib.nullcontext
+    )
     sampler = torch.Generator(device=device)
     sampler.manual_seed(s.seed)
 
@@ -346,7 +355,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     try:
         for step in range(start_step + 1, steps + 1):
             t0 = time.perf_counter()
-            metrics = algo.update(algo.sample(train_data, algo_cfg.batch_size, sampler))
+            with autocast():
+                metrics = update(algo.sample(train_data, algo_cfg.batch_size, sampler))
             update_time += time.perf_counter() - t0
             steps_since_log += 1
             if step % 50 == 0 or step == steps:

@@ -1,0 +1,172 @@
+"""Gradient updates/s of saferl's IQL, TD3+BC, CQL and EDAC (and SAC-N) against d3rlpy, in the same run.
+
+Setting (the issue's): 256-256 networks, batch 256, obs 17, act 6, a synthetic 100k-transition dataset
+already in memory, CPU. Every configuration runs in a fresh process, one after the other (never two at
+once), so that they do not share cores. saferl is timed as its training loop runs it (batch sampling +
+update); d3rlpy is timed both with its own batch sampler and on pre-sampled batches ("update only").
+Also printed: samples/s, matmul FLOPs per update (torch's FlopCounterMode) and the fraction of the machine's
+measured fp32/bf16 GEMM peak that this reaches. Optional saferl variants: `amp=bf16` (bf16 autocast) and
+`compile=true` (torch.compile of the update).
+
+d3rlpy has no EDAC; its SAC with 10 critics (SAC-N) is the nearest peer and is labelled so.
+
+Usage: python benchmarks/throughput.py [--seconds 8] [--threads 2] [--d3rlpy-python /path/to/venv/bin/python]
+       (make d3rlpy's venv with: python3 -m venv /tmp/d3rlpy-venv && /tmp/d3rlpy-venv/bin/pip install
+        torch==2.13.0 d3rlpy==2.8.1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEERS = {"iql": "iql", "td3bc": "td3bc", "cql": "cql", "edac": "sac10", "sac_n": "sac10"}
+
+
+def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: bool) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from saferl.algos import AlgoContext, get_algorithm
+    from saferl.data.offline import OfflineDataset
+
+    n, obs_dim, act_dim = 100_000, 17, 6
+    g = torch.Generator().manual_seed(0)
+    data = OfflineDataset(
+        observations=torch.randn(n, obs_dim, generator=g),
+        actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
+        rewards=torch.randn(n, generator=g),
+        costs=torch.zeros(n),
+        next_observations=torch.randn(n, obs_dim, generator=g),
+        terminals=torch.zeros(n),
+        timeouts=torch.zeros(n),
+        episode_starts=torch.arange(0, n + 1, 1000),
+    )
+    ctx = AlgoContext(
+        obs_dim, act_dim, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32), 10.0, 1000, torch.device("cpu")
+    )
+    cls = get_algorithm(algo)
+    fields = {"batch_size": 256, "hidden": [256, 256]}
+    agent = cls(cls.make_config(fields), ctx)
+    data = agent.prepare(data)
+    update = torch.compile(agent.update) if compile_ else agent.update
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            return update(agent.sample(data, 256, g))
+
+    for _ in range(5):
+        step()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+        step()  # TD3+BC alternates critic-only and critic+actor steps
+    flops = counter.get_total_flops() / 2
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        metrics = step()
+        count += 1
+    float(next(iter(metrics.values())))  # one sync at the end
+    return {"updates_per_s": count / (time.perf_counter() - start), "flops_per_update": flops}
+
+
+def gemm_peak(threads: int, seconds: float = 1.5) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(256, 256, dtype=dtype), torch.randn(256, 256, dtype=dtype)
+        for _ in range(20):
+            a @ b
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        out[str(dtype).split(".")[1]] = 2 * 256**3 * count / (time.perf_counter() - start) / 1e9
+    return out
+
+
+def run_json(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
+    parser.add_argument("--algos", default="iql,td3bc,cql,edac,sac_n")
+    parser.add_argument("--variants", default="fp32,bf16,compile")
+    parser.add_argument("--worker", choices=["saferl", "peak"])
+    parser.add_argument("--algo")
+    parser.add_argument("--amp", default="none")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    if args.worker == "saferl":
+        print(json.dumps(saferl_worker(args.algo, args.seconds, args.threads, args.amp, args.compile)))
+        return
+    if args.worker == "peak":
+        print(json.dumps(gemm_peak(args.threads)))
+        return
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    peak = run_json([*me, "--worker", "peak", "--threads", str(args.threads)])
+    print(
+        f"GEMM 256x256x256 peak with {args.threads} thread(s): fp32 {peak['float32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bfloat16']:.0f} GFLOP/s"
+    )
+    variants = args.variants.split(",")
+    header = f"{'algo':<7} {'d3rlpy peer':<12} {'d3rlpy loop':>11} {'d3rlpy upd':>10}"
+    for v in variants:
+        header += f" {'saferl ' + v:>15} {'ratio':>6}"
+    header += f" {'MFLOP/upd':>9} {'samples/s (fp32)':>16} {'% fp32 peak':>11}"
+    print(header)
+    results = {}
+    for algo in args.algos.split(","):
+        peer = PEERS[algo]
+        d3 = run_json([args.d3rlpy_python, str(HERE / "_d3rlpy_worker.py"), peer, str(args.seconds), str(args.threads)])
+        row = f"{algo:<7} {peer:<12} {d3['with_sampling']:>11.1f} {d3['update_only']:>10.1f}"
+        results[algo] = {"d3rlpy": d3}
+        for v in variants:
+            cmd = [
+                *me,
+                "--worker",
+                "saferl",
+                "--algo",
+                algo,
+                "--seconds",
+                str(args.seconds),
+                "--threads",
+                str(args.threads),
+            ]
+            if v == "bf16":
+                cmd += ["--amp", "bf16"]
+            if v == "compile":
+                cmd += ["--compile"]
+            r = run_json(cmd)
+            results[algo][v] = r
+            row += f" {r['updates_per_s']:>15.1f} {r['updates_per_s'] / d3['with_sampling']:>5.2f}x"
+        fp32 = results[algo].get("fp32") or next(iter(v for k, v in results[algo].items() if k != "d3rlpy"))
+        gflops = fp32["flops_per_update"] * fp32["updates_per_s"] / 1e9
+        mflop, samples = fp32["flops_per_update"] / 1e6, 256 * fp32["updates_per_s"]
+        row += f" {mflop:>9.0f} {samples:>16,.0f} {100 * gflops / peak['float32']:>10.0f}%"
+        print(row, flush=True)
+    print("ratio = saferl updates/s (sampling + update) / d3rlpy updates/s (its sampler + update)")
+    print(json.dumps({"peak": peak, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
