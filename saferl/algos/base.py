@@ -114,6 +114,12 @@ class Algorithm(nn.Module):
         return result
 
 
+def adam(params, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:
+    """Adam (or AdamW) with the fused kernel: one pass over all parameters instead of one per tensor."""
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return cls(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
     """zero_grad → backward → (clip) → step for one loss and its optimizer."""
     optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
 from saferl.algos.registry import register
 from saferl.data import Batch, DatasetError, OfflineDataset
 from saferl.nn import DeterministicActor
@@ -36,7 +36,7 @@ class _BehaviourCloning(Algorithm):
         self.actor = DeterministicActor(ctx.obs_dim, ctx.act_dim, ctx.action_low, ctx.action_high, config.hidden).to(
             ctx.device
         )
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.lr)
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         if not self.safe_only:

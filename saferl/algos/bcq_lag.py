@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch
 from saferl.nn import MLP, ActionVAE, PIDLagrangian, QEnsemble, per_step_cost_threshold, soft_update
@@ -82,10 +82,10 @@ class BCQLag(Algorithm):
         self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
         self.qc_threshold = per_step_cost_threshold(ctx.cost_limit, config.gamma, ctx.max_episode_steps)
         self.lagrangian = PIDLagrangian(*config.pid, threshold=self.qc_threshold).to(ctx.device)
-        self.optimizers["vae"] = torch.optim.Adam(self.vae.parameters(), lr=config.vae_lr)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.optimizers["cost_critic"] = torch.optim.Adam(self.cost_critic.parameters(), lr=config.critic_lr)
+        self.optimizers["vae"] = adam(self.vae.parameters(), lr=config.vae_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["cost_critic"] = adam(self.cost_critic.parameters(), lr=config.critic_lr)
 
     def _target(self, critic: QEnsemble, signal: torch.Tensor, next_obs: torch.Tensor, done: torch.Tensor):
         """signal + γ·(1 − done)·max over n perturbed VAE candidates of the soft clipped double Q at s'."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.nn.actors import tanh_log_det
@@ -169,10 +169,10 @@ class CDT(Algorithm):
         self.model = CDTModel(ctx.obs_dim, ctx.act_dim, ctx.max_episode_steps, config).to(ctx.device)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(config.init_temperature), device=ctx.device))
         self.target_entropy = -float(ctx.act_dim)
-        self.optimizers["model"] = torch.optim.AdamW(
-            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        self.optimizers["model"] = adam(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, decoupled=True
         )
-        self.optimizers["temperature"] = torch.optim.Adam([self.log_temperature], lr=config.temperature_lr)
+        self.optimizers["temperature"] = adam([self.log_temperature], lr=config.temperature_lr)
         warmup = max(1, config.lr_warmup_steps)
         self.schedulers["model"] = torch.optim.lr_scheduler.LambdaLR(
             self.optimizers["model"], lambda step: min((step + 1) / warmup, 1.0)

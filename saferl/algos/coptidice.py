@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import EnsembleMLP, TanhGaussianActor, per_step_cost_threshold
@@ -86,11 +86,11 @@ class COptiDICE(Algorithm):
         self.register_buffer("obs_std", torch.ones(o, device=ctx.device))
         self.register_buffer("act_std", torch.ones(a, device=ctx.device))
         self.register_buffer("init_fraction", torch.ones((), device=ctx.device))
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["nu"] = torch.optim.Adam(self.nu.parameters(), lr=config.critic_lr)
-        self.optimizers["chi"] = torch.optim.Adam(self.chi.parameters(), lr=config.critic_lr)
-        self.optimizers["lmbda"] = torch.optim.Adam([self.lmbda_raw], lr=config.scalar_lr)
-        self.optimizers["tau"] = torch.optim.Adam([self.tau_raw], lr=config.scalar_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["nu"] = adam(self.nu.parameters(), lr=config.critic_lr)
+        self.optimizers["chi"] = adam(self.chi.parameters(), lr=config.critic_lr)
+        self.optimizers["lmbda"] = adam([self.lmbda_raw], lr=config.scalar_lr)
+        self.optimizers["tau"] = adam([self.tau_raw], lr=config.scalar_lr)
         self._is_initial: torch.Tensor | None = None
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch
 from saferl.nn import ActionVAE, QEnsemble, TanhGaussianActor, per_step_cost_threshold, soft_update
@@ -63,10 +63,10 @@ class CPQ(Algorithm):
         self.q_threshold = per_step_cost_threshold(ctx.cost_limit, config.gamma, ctx.max_episode_steps)
         self.qc_hat = config.qc_scalar * self.q_threshold
         self.register_buffer("alpha", torch.zeros((), device=ctx.device))
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.optimizers["cost_critic"] = torch.optim.Adam(self.cost_critic.parameters(), lr=config.critic_lr)
-        self.optimizers["vae"] = torch.optim.Adam(self.vae.parameters(), lr=config.vae_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["cost_critic"] = adam(self.cost_critic.parameters(), lr=config.critic_lr)
+        self.optimizers["vae"] = adam(self.vae.parameters(), lr=config.vae_lr)
 
     def _ood_cost(self, obs: torch.Tensor) -> torch.Tensor:
         """Mean Q_c over policy samples the VAE finds least data-like (top quantile of KL)."""

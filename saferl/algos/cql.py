@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, orthogonal_init_, soft_update
@@ -69,11 +69,11 @@ class CQL(Algorithm):
         if config.lagrange:
             self.log_alpha_cql = torch.nn.Parameter(torch.zeros((), device=ctx.device))
         self.target_entropy = config.target_entropy if config.target_entropy is not None else -float(a)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=config.actor_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["alpha"] = adam([self.log_alpha], lr=config.actor_lr)
         if config.lagrange:
-            self.optimizers["alpha_cql"] = torch.optim.Adam([self.log_alpha_cql], lr=config.critic_lr)
+            self.optimizers["alpha_cql"] = adam([self.log_alpha_cql], lr=config.critic_lr)
         # log density of the uniform proposal over the action box (importance sampling)
         self.uniform_log_density = -float(torch.log(2 * self.actor.scale.half_range).sum())
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch
 from saferl.nn import GaussianActor, QEnsemble, ValueNet, expectile_loss, soft_update
@@ -65,9 +65,9 @@ class IQL(Algorithm):
         self.v = ValueNet(o, h).to(ctx.device)
         self.actor = GaussianActor(o, a, ctx.action_low, ctx.action_high, h, dropout=config.actor_dropout)
         self.actor.to(ctx.device)
-        self.optimizers["q"] = torch.optim.Adam(self.q.parameters(), lr=config.critic_lr)
-        self.optimizers["v"] = torch.optim.Adam(self.v.parameters(), lr=config.value_lr)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["q"] = adam(self.q.parameters(), lr=config.critic_lr)
+        self.optimizers["v"] = adam(self.v.parameters(), lr=config.value_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
         self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], config.steps)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch
 from saferl.nn import QEnsemble, TanhGaussianActor, soft_update
@@ -52,9 +52,9 @@ class SACN(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.nn.Parameter(torch.zeros((), device=ctx.device))
         self.target_entropy = -float(a)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.optimizers["alpha"] = torch.optim.Adam([self.log_alpha], lr=config.alpha_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["alpha"] = adam([self.log_alpha], lr=config.alpha_lr)
 
     def diversity_loss(self, batch: Batch) -> torch.Tensor | None:
         """Extra critic regulariser (EDAC overrides this); SAC-N has none."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import DeterministicActor, Normalizer, QEnsemble, soft_update
@@ -59,8 +59,8 @@ class TD3BC(Algorithm):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = QEnsemble(o, a, 2, h).to(ctx.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.optimizers["actor"] = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
         self.last_actor_loss = torch.zeros((), device=ctx.device)  # reported on steps without an actor update
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
