@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +19,19 @@ import numpy as np
 from saferl.envs import TaskSpec, step_cost
 
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class EpisodicPolicy(Protocol):
+    """A policy with per-episode context, evaluated on ``n`` episodes at a time."""
+
+    def reset(self, num_episodes: int) -> None: ...
+
+    def act(self, obs: np.ndarray, episode_ids: np.ndarray) -> np.ndarray: ...
+
+    def observe(self, episode_ids: np.ndarray, rewards: np.ndarray, costs: np.ndarray) -> None: ...
+
+
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share env seeds with dataset collection seeds
 
 
@@ -26,10 +40,15 @@ class RolloutStats:
     rewards: np.ndarray  # per-episode undiscounted reward return
     costs: np.ndarray  # per-episode undiscounted cost return
     lengths: np.ndarray
+    # per-episode sums of a safety filter's per-step records (info["safety_filter"]), when the env has one
+    filter: dict[str, np.ndarray] | None = None
 
     @property
     def episodes(self) -> int:
         return len(self.rewards)
+
+
+_FILTER_SUMS = ("intervened", "infeasible", "correction_norm", "solve_time_us")
 
 
 def rollout(
@@ -39,16 +58,26 @@ def rollout(
     seed: int = 0,
     batch: int = 32,
     env_kwargs: dict | None = None,
+    wrap_env: Callable[[gym.Env], gym.Env] | None = None,
 ) -> RolloutStats:
     """Run ``episodes`` episodes, ``batch`` envs in lock-step so the policy sees a batch of observations.
 
+    ``policy`` is either a function of a batch of observations or an `EpisodicPolicy` that keeps per-episode
+    context (a sequence model conditioned on returns-to-go): it is reset for every group of episodes, asked
+    for actions with the indices of the live episodes, and told the rewards and costs they received.
+
     Episode i resets with seed ``EVAL_SEED_OFFSET + seed·10_000 + i``: the same policy and seed always
-    meet the same start states.
+    meet the same start states. ``wrap_env`` wraps every env (e.g. in a `saferl.safety.SafetyFilter`);
+    the filter's per-step records are summed per episode into ``RolloutStats.filter``.
     """
     if episodes < 1:
         raise ValueError(f"eval_episodes must be >= 1, got {episodes}")
     rewards, costs, lengths = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    filt: dict[str, np.ndarray] | None = None
+    episodic = isinstance(policy, EpisodicPolicy)
     envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(min(batch, episodes))]
+    if wrap_env is not None:
+        envs = [wrap_env(env) for env in envs]
     try:
         next_episode = 0
         while next_episode < episodes:
@@ -56,23 +85,37 @@ def rollout(
             next_episode += len(ids)
             obs = [envs[j].reset(seed=EVAL_SEED_OFFSET + seed * 10_000 + i)[0] for j, i in enumerate(ids)]
             alive = list(range(len(ids)))
+            if episodic:
+                policy.reset(len(ids))
             while alive:
-                actions = policy(np.stack([obs[j] for j in alive]))
-                still = []
+                live_obs = np.stack([obs[j] for j in alive])
+                actions = policy.act(live_obs, np.array(alive)) if episodic else policy(live_obs)
+                still, step_rewards, step_costs = [], [], []
                 for action, j in zip(actions, alive, strict=True):
                     o, r, terminated, truncated, info = envs[j].step(action)
                     i = ids[j]
-                    rewards[i] += float(r)
-                    costs[i] += step_cost(info)
+                    step_rewards.append(float(r))
+                    step_costs.append(step_cost(info))
+                    rewards[i] += step_rewards[-1]
+                    costs[i] += step_costs[-1]
                     lengths[i] += 1
+                    record = info.get("safety_filter")
+                    if record is not None:
+                        if filt is None:
+                            filt = {key: np.zeros(episodes) for key in (*_FILTER_SUMS, "max_slack")}
+                        for key in _FILTER_SUMS:
+                            filt[key][i] += float(record[key])
+                        filt["max_slack"][i] = max(filt["max_slack"][i], float(record["slack"]))
                     obs[j] = o
                     if not (terminated or truncated):
                         still.append(j)
+                if episodic:
+                    policy.observe(np.array(alive), np.array(step_rewards), np.array(step_costs))
                 alive = still
     finally:
         for env in envs:
             env.close()
-    return RolloutStats(rewards, costs, lengths)
+    return RolloutStats(rewards, costs, lengths, filt)
 
 
 def normalized_cost(cost: float, threshold: float) -> float:
@@ -99,6 +142,27 @@ def dsrl_metrics(stats: RolloutStats, task: TaskSpec, thresholds: Sequence[float
         "normalized_cost": norm_cost,
         "safe": {k: v <= 1.0 for k, v in norm_cost.items()},
     }
+
+
+def safety_metrics(stats: RolloutStats) -> dict:
+    """Per-episode violation fraction and, for filtered rollouts, the safety filter's statistics."""
+    out: dict = {"episodes_with_violation": float(np.mean(stats.costs > 0))}
+    f = stats.filter
+    if f is not None:
+        steps = max(int(stats.lengths.sum()), 1)
+        interventions = float(f["intervened"].sum())
+        out["safety_filter"] = {
+            "steps": int(stats.lengths.sum()),
+            "interventions": int(interventions),
+            "intervention_rate": interventions / steps,
+            "interventions_per_episode": float(f["intervened"].mean()),
+            "infeasible_steps": int(f["infeasible"].sum()),
+            "episodes_with_infeasible_step": float(np.mean(f["infeasible"] > 0)),
+            "mean_correction_norm": float(f["correction_norm"].sum() / max(interventions, 1.0)),
+            "max_slack": float(f["max_slack"].max()),
+            "mean_solve_time_us": float(f["solve_time_us"].sum() / steps),
+        }
+    return out
 
 
 def eval_thresholds(task: TaskSpec, cost_limit: float) -> list[float]:

@@ -1,13 +1,22 @@
 """The shared torch base: MLPs, vectorised ensembles, actors, critics and small loss functions."""
 
-from saferl.nn.actors import ActionScale, DeterministicActor
+from saferl.nn.actors import ActionScale, DeterministicActor, GaussianActor, TanhGaussianActor
 from saferl.nn.critics import QEnsemble, ValueNet, aggregate, random_subset_min
 from saferl.nn.ensemble import EnsembleLinear, EnsembleMLP
 from saferl.nn.functional import expectile_loss, quantile_huber_loss, soft_update
-from saferl.nn.mlp import MLP, activation
+from saferl.nn.lagrange import PIDLagrangian, per_step_cost_threshold
+from saferl.nn.mlp import MLP, activation, orthogonal_init_
+from saferl.nn.normalizer import Normalizer
+from saferl.nn.vae import ActionVAE
 
 __all__ = [
     "ActionScale",
+    "ActionVAE",
+    "GaussianActor",
+    "Normalizer",
+    "PIDLagrangian",
+    "TanhGaussianActor",
+    "per_step_cost_threshold",
     "DeterministicActor",
     "EnsembleLinear",
     "EnsembleMLP",
@@ -15,6 +24,7 @@ __all__ = [
     "QEnsemble",
     "ValueNet",
     "activation",
+    "orthogonal_init_",
     "aggregate",
     "expectile_loss",
     "quantile_huber_loss",

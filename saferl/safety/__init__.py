@@ -1,0 +1,42 @@
+"""Safety filters: barriers that are linear in the action and a QP projection wrapper for gymnasium envs.
+
+from saferl.safety import ControlAffineCBF, SafetyFilter
+env = SafetyFilter(gym.make("saferl/PointRobot-v0"), ControlAffineCBF.for_task("point-robot", alpha=5.0))
+"""
+
+from saferl.safety.barriers import Barrier, ControlAffineCBF, CostCriticBarrier
+from saferl.safety.filter import ON_INFEASIBLE, InfeasibleConstraintError, SafetyFilter, VectorSafetyFilter
+from saferl.safety.qp import (
+    SOLVERS,
+    AutoSolver,
+    CvxpyRebuildSolver,
+    CvxpySolver,
+    ExactProjection,
+    OSQPSolver,
+    QPResult,
+    QPSolver,
+    QPSolverError,
+    make_solver,
+    project_halfspace_box,
+)
+
+__all__ = [
+    "AutoSolver",
+    "Barrier",
+    "ControlAffineCBF",
+    "CostCriticBarrier",
+    "CvxpyRebuildSolver",
+    "CvxpySolver",
+    "ExactProjection",
+    "InfeasibleConstraintError",
+    "ON_INFEASIBLE",
+    "OSQPSolver",
+    "QPResult",
+    "QPSolver",
+    "QPSolverError",
+    "SOLVERS",
+    "SafetyFilter",
+    "VectorSafetyFilter",
+    "make_solver",
+    "project_halfspace_box",
+]
