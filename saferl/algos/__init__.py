@@ -1,6 +1,19 @@
 """Algorithms: one file each, registered under their CLI name in `REGISTRY`."""
 
-from saferl.algos import bc  # noqa: F401  (registers bc_all, bc_safe)
+from saferl.algos import (
+    bc,  # noqa: F401  (registers bc_all, bc_safe)
+    bcq_lag,  # noqa: F401
+    cdt,  # noqa: F401
+    coptidice,  # noqa: F401
+    cpq,  # noqa: F401
+    cql,  # noqa: F401
+    edac,  # noqa: F401
+    fisor,  # noqa: F401  (registers fisor, fisor_cpu)
+    iql,  # noqa: F401
+    sac_n,  # noqa: F401
+    td3bc,  # noqa: F401
+    vocbf,  # noqa: F401
+)
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm
 from saferl.algos.registry import REGISTRY, UnknownAlgorithmError, get_algorithm, register
 
