@@ -352,6 +352,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     metrics: dict[str, torch.Tensor] = {}
     # Optional algorithm hook: wrap every evaluation env (e.g. V-OCBF's safety filter around the nominal policy).
     wrap_env = getattr(algo, "wrap_eval_env", None)
+    # Sequence models act through per-episode context (CDT: returns-to-go conditioned on the cost limit).
+    policy = algo.episodic_policy() if hasattr(algo, "episodic_policy") else algo.act
     try:
         for step in range(start_step + 1, steps + 1):
             t0 = time.perf_counter()
@@ -370,7 +372,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
                 values["updates_per_s"] = steps_since_log / max(now - t_log, 1e-9)
                 t_log, steps_since_log = now, 0
                 if eval_now:
-                    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed, wrap_env=wrap_env)
+                    stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
                     values.update(_eval_values(stats, task, cost_limit))
                 if log_now or eval_now:
                     metrics_log.write(step, values)
@@ -384,7 +386,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         metrics_log.close()
     elapsed += time.perf_counter() - seg_start
 
-    stats = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed, wrap_env=wrap_env)
+    stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
     thresholds = evaluation.eval_thresholds(task, cost_limit)
     result = {
         "algo": s.algo,
@@ -399,7 +401,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         "updates_per_s": steps / update_time if update_time > 0 else float("nan"),
     }
     if wrap_env is not None:  # the same policy without the wrapper, for comparison
-        plain = evaluation.rollout(task.env_id, algo.act, s.eval_episodes, s.seed)
+        plain = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed)
         result["unfiltered"] = {**evaluation.dsrl_metrics(plain, task, thresholds), **evaluation.safety_metrics(plain)}
         evaluation.print_eval_table(result["unfiltered"], f"{s.algo} on {s.env} without its evaluation wrapper")
     write_json_atomic(run_dir / EVAL_FILE, result)
