@@ -1,0 +1,458 @@
+"""Benchmark suites: aggregation on synthetic results with known values, suite expansion and its errors,
+reports, and tiny suites end to end on the local process pool and on Ray (idempotent reruns, resume after a
+kill, a failing run that does not stop the others), plus `python -m saferl.run -m` on the same launchers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import run_cli
+
+from saferl.bench import RunRecord, SuiteError, aggregate, expand, parse_suite, write_reports
+from saferl.bench.__main__ import compose_bench
+from saferl.bench.aggregate import iqm_with_ci
+from saferl.envs import get_task
+from saferl.evaluation import normalized_cost
+
+# ---------------------------------------------------------------------------------------------------
+# synthetic results
+
+
+def fake_eval(algo: str, env: str, seed: int, cost_limit: float, reward: float, cost: float) -> dict:
+    """An eval.json payload (the DESIGN contract) with a given normalized reward and mean cost return."""
+    task = get_task(env)
+    thresholds = sorted({*task.cost_thresholds, float(cost_limit)})
+    raw_reward = task.reward_min + reward * (task.reward_max - task.reward_min)
+    norm = {f"{k:g}": normalized_cost(cost, k) for k in thresholds}
+    return {
+        "algo": algo,
+        "env": env,
+        "dataset": task.dataset_id,
+        "seed": seed,
+        "steps": 100,
+        "cost_limit": cost_limit,
+        "episodes": 10,
+        "reward_mean": raw_reward,
+        "reward_std": 0.1,
+        "cost_mean": cost,
+        "cost_std": 1.0,
+        "thresholds": thresholds,
+        "normalized_reward": task.normalized_reward(raw_reward),
+        "normalized_cost": norm,
+        "safe": {k: v <= 1 for k, v in norm.items()},
+        "wall_time_s": 2.0 + seed,
+        "updates_per_s": 50.0 * (seed + 1),
+    }
+
+
+def rec(agent, task, seed, kappa, reward, cost, per_threshold=True) -> RunRecord:
+    return RunRecord(agent, task, seed, kappa, per_threshold, fake_eval(agent, task, seed, kappa, reward, cost))
+
+
+KAPPAS = [5.0, 10.0, 20.0]
+TWO_TASKS = {"point-robot": KAPPAS, "boat-robot": KAPPAS}
+
+
+def test_per_task_statistics_verdicts_and_safe_counts():
+    records = []
+    # "lag": per threshold; its cost return is 0.8·κ + seed (safe at every κ for seeds 0,1; mean 0.8κ + 0.5)
+    for task in TWO_TASKS:
+        for k in KAPPAS:
+            for seed in (0, 1):
+                records.append(rec("lag", task, seed, k, 0.2 + 0.01 * k + 0.1 * seed, 0.8 * k + seed))
+    # "free": threshold-free, one run per seed, cost 9 and 11 → mean 10: unsafe at κ=5, safe at 10 and 20
+    for task in TWO_TASKS:
+        for seed, cost in ((0, 9.0), (1, 11.0)):
+            records.append(rec("free", task, seed, 10.0, 0.5 + 0.2 * seed, cost, per_threshold=False))
+    board = aggregate(records, TWO_TASKS, bootstrap_reps=0)
+
+    for k in KAPPAS:
+        c = board.cell("point-robot", "lag", k)
+        rewards = [0.2 + 0.01 * k, 0.3 + 0.01 * k]
+        costs = [normalized_cost(0.8 * k, k), normalized_cost(0.8 * k + 1, k)]
+        assert c.seeds == 2
+        assert c.reward == pytest.approx(np.mean(rewards)) and c.reward_std == pytest.approx(np.std(rewards))
+        assert c.cost == pytest.approx(np.mean(costs)) and c.cost_std == pytest.approx(np.std(costs))
+        assert c.raw_cost == pytest.approx(0.8 * k + 0.5) and c.safe
+
+        f = board.cell("point-robot", "free", k)
+        assert f.seeds == 2 and f.reward == pytest.approx(0.6) and f.raw_cost == pytest.approx(10.0)
+        assert f.cost == pytest.approx(10.0 / k) and f.safe == (k >= 10)
+
+    # the task row averages over thresholds; its std is over the seeds' threshold averages
+    free = board.cell("point-robot", "free", None)
+    assert free.cost == pytest.approx(np.mean([10 / 5, 10 / 10, 10 / 20]))
+    assert free.cost_std == pytest.approx(np.std([np.mean([9 / k for k in KAPPAS]), np.mean([11 / k for k in KAPPAS])]))
+    assert free.safe is False  # mean normalized cost 1.17 > 1, although it is safe at two of three thresholds
+    lag = board.cell("boat-robot", "lag", None)
+    assert lag.reward == pytest.approx(np.mean([0.2 + 0.01 * k + 0.1 * s for k in KAPPAS for s in (0, 1)]))
+    assert lag.safe
+
+    assert board.agent("lag").safe_tasks == 2 and board.agent("lag").safe_cells == 6
+    assert board.agent("free").safe_tasks == 0 and board.agent("free").safe_cells == 4
+    assert [a.agent for a in board.agents] == ["lag", "free"]  # safe first, though "free" has more reward
+    timing = {t.agent: t for t in board.timing}
+    assert timing["free"].runs == 4 and timing["free"].total_train_s == pytest.approx(2 * (2.0 + 3.0))
+    assert timing["lag"].updates_per_s == pytest.approx(75.0)
+
+
+def test_ranking_safe_agents_first_then_iqm():
+    records = []
+    for task in TWO_TASKS:
+        for seed in (0, 1, 2):
+            records.append(rec("greedy", task, seed, 10, 0.9, 30.0, per_threshold=False))  # unsafe everywhere
+            records.append(rec("careful", task, seed, 10, 0.3, 1.0, per_threshold=False))  # safe everywhere
+            records.append(rec("good", task, seed, 10, 0.5, 2.0, per_threshold=False))  # safe, more reward
+            # safe on point-robot only
+            cost = 2.0 if task == "point-robot" else 25.0
+            records.append(rec("half", task, seed, 10, 0.8, cost, per_threshold=False))
+    board = aggregate(records, {t: [10.0] for t in TWO_TASKS}, bootstrap_reps=0)
+    assert [a.agent for a in board.agents] == ["good", "careful", "half", "greedy"]
+    assert [a.rank for a in board.agents] == [1, 2, 3, 4]
+    assert [a.safe_tasks for a in board.agents] == [2, 2, 1, 0]
+
+
+def test_zero_threshold_uses_dsrl_epsilon():
+    """κ = 0: normalized cost = (C + 1)/(0 + 1), so only a cost-free agent is safe, and no division by 0."""
+    records = [
+        rec("clean", "point-robot", 0, 0.0, 0.4, 0.0),
+        rec("clean", "point-robot", 1, 0.0, 0.4, 0.0),
+        rec("dirty", "point-robot", 0, 0.0, 0.6, 0.5),
+        rec("dirty", "point-robot", 1, 0.0, 0.6, 0.0),
+    ]
+    for r in records:  # eval.json of a κ = 0 run holds the "0" key; drop it to check the recomputation too
+        if r.seed == 1:
+            r.result["normalized_cost"].pop("0")
+    board = aggregate(records, {"point-robot": [0.0]}, bootstrap_reps=0)
+    clean, dirty = board.cell("point-robot", "clean", 0.0), board.cell("point-robot", "dirty", 0.0)
+    assert clean.cost == pytest.approx(1.0) and clean.safe
+    assert dirty.cost == pytest.approx((1.5 + 1.0) / 2) and not dirty.safe
+    assert [a.agent for a in board.agents] == ["clean", "dirty"]
+
+
+def test_iqm_and_confidence_interval_are_rliables():
+    from rliable import library as rly
+    from rliable import metrics
+
+    # 4 seeds × 2 tasks, per-seed scores 0.0 … 0.7: the IQM drops the 2 lowest and 2 highest → mean(.2,.3,.4,.5)
+    scores = {("point-robot", s): 0.1 * s for s in range(4)}
+    scores.update({("boat-robot", s): 0.4 + 0.1 * s for s in range(4)})
+    records = [rec("a", t, s, 10, v, 1.0, per_threshold=False) for (t, s), v in scores.items()]
+    rng = np.random.default_rng(3)
+    records += [rec("b", t, s, 10, float(rng.uniform()), 1.0, per_threshold=False) for t in TWO_TASKS for s in range(4)]
+    board = aggregate(records, {t: [10.0] for t in TWO_TASKS}, bootstrap_reps=300, seed=7)
+    a = board.agent("a")
+    assert a.iqm_reward == pytest.approx(0.35) and a.iqm_seeds == 4
+
+    for agent in ("a", "b"):
+        matrix = np.array(
+            [
+                [r.result["normalized_reward"] for r in records if r.agent == agent and r.seed == s and r.task == t]
+                for s in range(4)
+                for t in ("point-robot", "boat-robot")
+            ]
+        ).reshape(4, 2)
+        np.random.seed(7)  # rliable resamples with numpy's global generator (see iqm_with_ci)
+        points, cis = rly.get_interval_estimates(
+            {agent: matrix},
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=300,
+            random_state=np.random.RandomState(7),
+        )
+        s = board.agent(agent)
+        assert s.iqm_reward == pytest.approx(float(points[agent][0]))
+        assert s.iqm_reward_ci == pytest.approx((float(cis[agent][0][0]), float(cis[agent][1][0])))
+        assert s.iqm_reward_ci[0] <= s.iqm_reward <= s.iqm_reward_ci[1]
+    assert iqm_with_ci(np.arange(8.0).reshape(4, 2), reps=0)[0] == pytest.approx(3.5)
+
+
+def test_incomplete_agent_has_no_iqm_and_only_complete_seeds_count():
+    records = [rec("x", t, s, 10, 0.5, 1.0, per_threshold=False) for t in TWO_TASKS for s in range(3)]
+    records = [r for r in records if not (r.task == "boat-robot" and r.seed == 2)]  # seed 2 lacks a task
+    records += [rec("only-point", "point-robot", s, 10, 0.5, 1.0, per_threshold=False) for s in range(3)]
+    board = aggregate(records, {t: [10.0] for t in TWO_TASKS}, bootstrap_reps=0)
+    assert board.agent("x").iqm_seeds == 2 and not math.isnan(board.agent("x").iqm_reward)
+    only = board.agent("only-point")
+    assert math.isnan(only.iqm_reward) and only.tasks == 1
+
+
+def test_reports_are_complete_and_self_contained(tmp_path):
+    records = []
+    for task in TWO_TASKS:
+        for k in KAPPAS:
+            for seed in (0, 1, 2):
+                records.append(rec("lag", task, seed, k, 0.3 + 0.05 * seed, 0.5 * k + seed))
+                records.append(rec("greedy", task, seed, k, 0.8, 2 * k + 3))
+    board = aggregate(records, TWO_TASKS, suite="synthetic", bootstrap_reps=100, failed={"x on y": "boom"})
+    meta = {"command": "python -m saferl.bench report suite=synthetic", "rerun": "python -m saferl.bench suite=s"}
+    paths = write_reports(board, tmp_path, meta, records)
+    md = paths["markdown"].read_text()
+    assert md.index("**lag**") < md.index("_greedy_")  # safe agent ranked first, unsafe in italics
+    assert "### point-robot (κ = 5, 10, 20)" in md and "### boat-robot" in md
+    assert "x on y: `boom`" in md and "plots/iqm.png" in md and "plots/task-point-robot.png" in md
+    page = paths["html"].read_text()
+    assert page.count('src="data:image/png;base64,') == 3  # IQM + one scatter per task, inlined
+    assert 'src="plots/' not in page and '<tr class="unsafe">' in page and '<tr class="safe">' in page
+    for name in ("iqm.png", "task-point-robot.png", "task-boat-robot.png"):
+        png = (tmp_path / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    results = json.loads(paths["results"].read_text())
+    assert len(results["runs"]) == len(records)
+    assert results["leaderboard"]["agents"][0]["agent"] == "lag"
+
+
+# ---------------------------------------------------------------------------------------------------
+# suites
+
+
+def suite_from(argv: list[str]):
+    return parse_suite(compose_bench(argv).suite)
+
+
+def test_quick_suite_expands_with_valid_overrides_and_distinct_run_dirs(tmp_path):
+    suite = suite_from(["suite=quick"])
+    specs = expand(suite, tmp_path, need_data=False)
+    expected = sum(
+        (len(suite.thresholds(t.name)) if a.per_threshold else 1) * len(suite.seeds)
+        for t in suite.tasks
+        for a in suite.agents
+    )
+    assert len(specs) == expected and len({s.run_dir for s in specs}) == expected
+    assert {t.name for t in suite.tasks} == {"point-robot", "boat-robot"}
+    for s in specs:  # every run has a CPU budget and the run identity sits in its directory name
+        assert s.config["steps"] is not None and s.config["seed"] == s.seed
+        assert s.run_dir.parent == tmp_path / s.task / s.agent
+    # changing a budget gives new run directories; changing only how a run executes does not
+    smoke = suite_from(["suite=smoke"])
+    base = expand(smoke, tmp_path, need_data=False)
+    more = expand(smoke, tmp_path, ("steps=5",), need_data=False)
+    threads = expand(smoke, tmp_path, ("threads=2", "progress=true"), need_data=False)
+    assert {s.run_dir for s in more}.isdisjoint({s.run_dir for s in base})
+    assert [s.run_dir for s in threads] == [s.run_dir for s in base]
+
+
+@pytest.mark.parametrize(
+    ("suite", "names"),
+    [
+        ("dsrl-velocity", ["halfcheetah-velocity", "hopper-velocity", "saferl.collect"]),
+        ("run-circle", ["ant-run", "car-circle", "saferl.collect"]),
+        ("o2o", ["ro2o", "famo2o", "hnpg", "not registered"]),
+    ],
+)
+def test_suites_needing_what_does_not_exist_fail_clearly(tmp_path, suite, names):
+    with pytest.raises(SuiteError) as err:
+        expand(suite_from([f"suite={suite}"]), tmp_path)
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_missing_dataset_and_bad_override_fail_before_training(tmp_path):
+    with pytest.raises(SuiteError, match="no/such-v0.*saferl.collect"):
+        expand(suite_from(["suite=smoke", "+suite.tasks.point-robot.dataset=no/such-v0"]), tmp_path)
+    with pytest.raises(SuiteError, match="algo.nope"):
+        expand(suite_from(["suite=smoke", 'suite.algos.bc_all.overrides=["algo.nope=1"]']), tmp_path)
+    with pytest.raises(SuiteError, match="suite/nope"):
+        compose_bench(["suite=nope"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# end to end (tiny suites)
+
+# an agent whose runs fail after training (the final evaluation rejects eval_episodes=0)
+BROKEN = '+suite.algos.broken={algo:bc_all,overrides:["steps=20","algo.hidden=[32,32]","eval_episodes=0"]}'
+SMOKE = ["suite=smoke", BROKEN, "bootstrap_reps=200"]
+
+
+def bench_args(root: Path, *args: str) -> list[str]:
+    return [*args, f"runs_root={root / 'runs'}", f"results_dir={root / 'results'}"]
+
+
+def eval_files(root: Path) -> dict[Path, dict]:
+    return {p.parent: json.loads(p.read_text()) for p in sorted(root.rglob("eval.json"))}
+
+
+def by_name(root: Path) -> dict[str, dict]:
+    return {f"{d.parent.name}/{d.name}": r for d, r in eval_files(root).items()}
+
+
+def without_generated(md: str) -> list[str]:
+    return [line for line in md.splitlines() if not line.startswith("Generated ")]
+
+
+@pytest.fixture(scope="module")
+def local_smoke(tmp_path_factory, point_dataset):
+    """The smoke suite plus a failing agent, run once through the CLI on the local process pool."""
+    root = tmp_path_factory.mktemp("local-smoke")
+    proc = run_cli("saferl.bench", *bench_args(root, *SMOKE), cwd=root, timeout=400)
+    return root, proc, by_name(root / "runs")
+
+
+def test_local_suite_end_to_end_rerun_resume_and_a_failing_run(local_smoke, capsys):
+    from saferl.bench.__main__ import main
+
+    root, proc, first = local_smoke
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # a failed run is reported in the exit status…
+    assert "4 trained, 0 already finished, 2 failed" in out  # …and the others finished
+    assert "eval_episodes must be >= 1" in out and "local process pool: 2 worker(s) × 1 thread(s)" in out
+    runs = eval_files(root / "runs")
+    assert len(runs) == 4
+    for run_dir, result in runs.items():  # every run wrote into its own directory, with its own settings
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert result["algo"] == run_dir.parent.name == config["algo"]["name"]
+        assert run_dir.name.startswith(f"seed{result['seed']}") and config["seed"] == result["seed"]
+        assert json.loads((run_dir / "bench.json").read_text())["state"] == "finished"
+    states = [json.loads(p.read_text()) for p in (root / "runs").rglob("bench.json")]
+    assert sum(s["state"] == "failed" and "eval_episodes" in s["error"] for s in states) == 2
+
+    # the leaderboard holds the means of the runs' own eval.json files
+    results = json.loads((root / "results" / "results.json").read_text())
+    by_agent = {a["agent"]: a for a in results["leaderboard"]["agents"]}
+    for agent in ("bc_all", "bc_safe"):
+        mine = [r for r in runs.values() if r["algo"] == agent]
+        assert len(mine) == 2
+        assert by_agent[agent]["mean_reward"] == pytest.approx(np.mean([r["normalized_reward"] for r in mine]))
+        assert by_agent[agent]["mean_cost"] == pytest.approx(np.mean([r["normalized_cost"]["10"] for r in mine]))
+    md = (root / "results" / "leaderboard.md").read_text()
+    assert "## Failed runs" in md and "broken on point-robot seed 0" in md
+    assert 'src="data:image/png;base64,' in (root / "results" / "leaderboard.html").read_text()
+
+    # rerun: finished runs are skipped and untouched, failed ones are tried again, and a run killed after its
+    # last checkpoint (simulated: its eval.json is gone) resumes from that checkpoint with the same result
+    killed = next(d for d in runs if d.parent.name == "bc_safe")
+    (killed / "eval.json").unlink()
+    stamps = {d: (d / "eval.json").stat().st_mtime_ns for d in runs if d != killed}
+    assert main(bench_args(root, *SMOKE)) == 1
+    out = capsys.readouterr()
+    assert "1 trained, 3 already finished, 2 failed" in out.out, out.out + out.err
+    assert {d: (d / "eval.json").stat().st_mtime_ns for d in runs if d != killed} == stamps
+    assert "resuming from step 60 of 60" in (killed / "bench.log").read_text()
+    resumed = json.loads((killed / "eval.json").read_text())
+    for key in ("normalized_reward", "reward_mean", "cost_mean", "normalized_cost", "steps"):
+        assert resumed[key] == runs[killed][key]
+
+    # report only: rebuilt from the runs, nothing trained; identical but for the "Generated … by …" line
+    md = (root / "results" / "leaderboard.md").read_text()
+    (root / "results" / "leaderboard.md").unlink()
+    assert main(bench_args(root, "report", *SMOKE)) == 0
+    assert without_generated((root / "results" / "leaderboard.md").read_text()) == without_generated(md)
+    assert {d: (d / "eval.json").stat().st_mtime_ns for d in runs if d != killed} == stamps
+
+
+def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, point_dataset):
+    """Kill -9 the process of a running run (as the OOM killer would): the suite goes on, and the run is
+    resubmitted and continues from its last checkpoint."""
+    args = bench_args(
+        tmp_path,
+        "suite=smoke",
+        "~suite.algos.bc_safe",
+        "suite.seeds=[0]",
+        'suite.algos.bc_all.overrides=["steps=3000","checkpoint_every=100","algo.hidden=[32,32]","algo.batch_size=64"]',
+        "report=false",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saferl.bench", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not list((tmp_path / "runs").rglob("checkpoints/last.pt")):
+            assert proc.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
+            time.sleep(0.1)
+        (state_file,) = (tmp_path / "runs").rglob("bench.json")
+        os.kill(json.loads(state_file.read_text())["pid"], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = state_file.parent
+    assert proc.returncode == 0, out
+    assert "retry" in out and "1 trained, 0 already finished, 0 failed" in out
+    log = (run_dir / "bench.log").read_text()
+    assert "=== attempt 2" in log
+    step = int(log.split("resuming from step ")[1].split()[0])
+    assert 0 < step < 3000
+    assert json.loads((run_dir / "eval.json").read_text())["steps"] == 3000
+    steps = [int(line.split(",")[0]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 3000  # no duplicated rows after the resume
+
+
+def test_run_multirun_uses_the_local_pool_and_survives_a_failing_job(tmp_path, point_dataset):
+    proc = run_cli(
+        "saferl.run",
+        "-m",
+        "algo=bc_all,bc_safe",
+        "eval_episodes=0,3",
+        "steps=30",
+        "algo.hidden=[32,32]",
+        "algo.batch_size=64",
+        "tensorboard=false",
+        f"runs_root={tmp_path / 'runs'}",
+        cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "eval_episodes must be >= 1" in out, out
+    assert "4 job(s) on local process pool" in out
+    runs = eval_files(tmp_path / "runs")
+    assert sorted(r["algo"] for r in runs.values()) == ["bc_all", "bc_safe"]
+    assert all(r["episodes"] == 3 for r in runs.values())
+    assert list((tmp_path / "runs" / "multirun").glob("*/multirun.yaml"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing written into the cwd
+
+
+def test_ray_suite_and_multirun(tmp_path, local_smoke):
+    """One local Ray instance (started here, stopped by ray.shutdown): the same suite through `launcher=ray`
+    (connecting with RAY_ADDRESS) fails the same runs and gives the same numbers as the local pool, and
+    `python -m saferl.run -m hydra/launcher=saferl_ray` runs its jobs there."""
+    ray = pytest.importorskip("ray", reason="the ray extra (pip install 'saferl[ray]') is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    old = os.environ.get("RAY_ADDRESS")
+    try:
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        on_ray = run_cli(
+            "saferl.bench", *bench_args(tmp_path, *SMOKE, "launcher=ray", "report=false"), cwd=tmp_path, timeout=400
+        )
+        out = on_ray.stdout + on_ray.stderr
+        assert on_ray.returncode == 1 and "4 trained, 0 already finished, 2 failed" in out, out
+        assert "Ray at" in out
+        multirun = run_cli(
+            "saferl.run",
+            "-m",
+            "hydra/launcher=saferl_ray",
+            "algo=bc_all,bc_safe",
+            "steps=30",
+            "eval_episodes=3",
+            "algo.hidden=[32,32]",
+            "tensorboard=false",
+            f"runs_root={tmp_path / 'mr'}",
+            cwd=tmp_path,
+            timeout=400,
+        )
+        assert multirun.returncode == 0, multirun.stdout + multirun.stderr
+        assert "2 job(s) on Ray at" in multirun.stdout
+        assert sorted(r["algo"] for r in eval_files(tmp_path / "mr").values()) == ["bc_all", "bc_safe"]
+    finally:
+        if old is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = old
+        ray.shutdown()
+    ray_runs, local_runs = by_name(tmp_path / "runs"), local_smoke[2]
+    assert sorted(ray_runs) == sorted(local_runs) and len(ray_runs) == 4
+    for name, r in ray_runs.items():  # same seeds, same data: the engine does not change the numbers
+        for key in ("normalized_reward", "reward_mean", "cost_mean"):
+            assert r[key] == local_runs[name][key]
