@@ -156,10 +156,18 @@ def main() -> None:
                 cmd += ["--amp", "bf16"]
             if v == "compile":
                 cmd += ["--compile"]
-            r = run_json(cmd)
+            try:
+                r = run_json(cmd)
+            except RuntimeError as err:  # e.g. torch.compile cannot trace an update: report it, go on
+                results[algo][v] = {"error": str(err).splitlines()[-1]}
+                row += f" {'failed':>15} {'':>6}"
+                continue
             results[algo][v] = r
             row += f" {r['updates_per_s']:>15.1f} {r['updates_per_s'] / d3['with_sampling']:>5.2f}x"
-        fp32 = results[algo].get("fp32") or next(iter(v for k, v in results[algo].items() if k != "d3rlpy"))
+        fp32 = results[algo].get("fp32")
+        if fp32 is None or "error" in fp32:
+            print(row, flush=True)
+            continue
         gflops = fp32["flops_per_update"] * fp32["updates_per_s"] / 1e9
         mflop, samples = fp32["flops_per_update"] / 1e6, 256 * fp32["updates_per_s"]
         row += f" {mflop:>9.0f} {samples:>16,.0f} {100 * gflops / peak['float32']:>10.0f}%"

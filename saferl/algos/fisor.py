@@ -407,9 +407,8 @@ class FISOR(Algorithm):
 
 @dataclass
 class FISORCPUConfig(FISORConfig):
-    """CPU-budget preset: the same algorithm and hyperparameters with smaller networks, batch and step count,
-    sized so that `benchmarks/fisor_benchmark.py` (6 FISOR + 24 BC runs) fits in about an hour on 2 cores
-    (≈ 55 ms of CPU per update on the reference machine; see benchmarks/fisor.md)."""
+    """CPU-budget preset: the same algorithm and hyperparameters with smaller networks, batch and step count
+    (a 10k-step run takes minutes on 2 cores; timings in benchmarks/fisor.md)."""
 
     steps: int = 10_000
     batch_size: int = 512  # actor: 2 × 256; critics: the first 256 rows, as in the full configuration
