@@ -56,6 +56,7 @@ def updates_per_s(algo, data, batch_size: int, seconds: float, windows: int = 3)
 
 
 def act_latency_ms(algo, obs: np.ndarray, calls: int = 200) -> float:
+    algo.eval()  # as in evaluation rollouts (act() in train mode also switches every module's mode per call)
     for _ in range(10):
         algo.act(obs)
     times = []

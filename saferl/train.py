@@ -372,7 +372,9 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
                 values["updates_per_s"] = steps_since_log / max(now - t_log, 1e-9)
                 t_log, steps_since_log = now, 0
                 if eval_now:
+                    algo.eval()  # once per evaluation, not once per act() call
                     stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
+                    algo.train()
                     values.update(_eval_values(stats, task, cost_limit))
                 if log_now or eval_now:
                     metrics_log.write(step, values)
@@ -386,6 +388,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         metrics_log.close()
     elapsed += time.perf_counter() - seg_start
 
+    algo.eval()
     stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
     thresholds = evaluation.eval_thresholds(task, cost_limit)
     result = {

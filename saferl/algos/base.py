@@ -87,11 +87,14 @@ class Algorithm(nn.Module):
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.ctx.device)
         single = obs_t.ndim == 1
         was_training = self.training
-        self.eval()
+        if was_training:  # switching modes walks every submodule: only pay for it when needed
+            self.eval()
         try:
-            action = self.policy(obs_t[None] if single else obs_t, deterministic)
+            with torch.inference_mode():
+                action = self.policy(obs_t[None] if single else obs_t, deterministic)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         out = action.float().cpu().numpy()
         return out[0] if single else out
 

@@ -54,7 +54,14 @@ class DiffusionSchedule(nn.Module):
         alphas = 1.0 - betas
         self.register_buffer("betas", betas.float(), persistent=False)
         self.register_buffer("alphas", alphas.float(), persistent=False)
-        self.register_buffer("alpha_hats", torch.cumprod(alphas, 0).float(), persistent=False)
+        alpha_hats = torch.cumprod(alphas, 0)
+        self.register_buffer("alpha_hats", alpha_hats.float(), persistent=False)
+        # the reverse step's coefficients as Python floats: the sampler runs T tiny steps per action, where
+        # indexing buffers and 0-d tensor arithmetic would cost more than the step itself
+        self.step_coefs = [
+            (1.0 / math.sqrt(a), (1.0 - a) / math.sqrt(1.0 - ah) / math.sqrt(a), math.sqrt(b))
+            for a, ah, b in zip(alphas.tolist(), alpha_hats.tolist(), betas.tolist(), strict=True)
+        ]
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward process x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε for integer times ``t`` [B]."""
@@ -188,7 +195,18 @@ class NoisePredictor(nn.Module):
     def forward(
         self, obs: torch.Tensor, noisy_action: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return self.net(torch.cat([noisy_action, obs, self.time(t)], dim=-1), generator)
+        return self.denoise(obs, noisy_action, self.time(t), generator)
+
+    def denoise(
+        self,
+        obs: torch.Tensor,
+        noisy_action: torch.Tensor,
+        time_embedding: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """ε_θ with the time embedding given ([B, dim], or [1, dim] broadcast over the batch)."""
+        emb = time_embedding.expand(noisy_action.shape[0], -1)
+        return self.net(torch.cat([noisy_action, obs, emb], dim=-1), generator)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -224,10 +242,10 @@ def ddpm_step(
 ) -> torch.Tensor:
     """One reverse step x_t → x_{t−1} from the predicted noise (Ho et al. 2020, Alg. 2); ``noise`` is the
     fresh z (ignored at t = 0). With ``clip`` the result is clipped to [−1, 1] (FISOR's ``clip_sampler``)."""
-    alpha, alpha_hat = schedule.alphas[t], schedule.alpha_hats[t]
-    x = (x - (1.0 - alpha) / (1.0 - alpha_hat).sqrt() * eps_pred) / alpha.sqrt()
+    inv_sqrt_alpha, eps_coef, sigma = schedule.step_coefs[t]  # 1/√α_t, (1 − α_t)/(√(1 − ᾱ_t)·√α_t), √β_t
+    x = inv_sqrt_alpha * x - eps_coef * eps_pred
     if t > 0 and noise is not None:
-        x = x + schedule.betas[t].sqrt() * temperature * noise
+        x = x + (sigma * temperature) * noise
     return x.clamp(-1.0, 1.0) if clip else x
 
 
@@ -248,9 +266,10 @@ def ddpm_sample(
     batch, device = obs.shape[0], obs.device
     x = torch.randn(batch, model.act_dim, device=device, dtype=obs.dtype, generator=generator)
     times = [*range(schedule.steps - 1, -1, -1), *([0] * repeat_last)]
+    # every row shares the time: embed the T times once, not T × batch rows
+    embeddings = model.time(torch.arange(schedule.steps, device=device))
     for t in times:
-        t_vec = torch.full((batch,), t, device=device, dtype=torch.long)
-        eps = model(obs, x, t_vec, generator)
+        eps = model.denoise(obs, x, embeddings[t : t + 1], generator)
         z = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator) if t > 0 else None
         x = ddpm_step(eps, x, t, schedule, z, temperature, clip)
     return x.clamp(-1.0, 1.0)
