@@ -1,0 +1,98 @@
+"""Learning tests for the baselines on the PointRobot reference dataset, through the CLI's code path.
+
+Each algorithm trains a small network for a short budget and is evaluated on 10 episodes. Every one must
+clearly beat a uniformly random policy in normalized reward (random: 0.04; the margin is 0.15). COptiDICE
+must also be safer than BC-All at the same cost limit κ = 10 (BC-All copies the dataset's best,
+hazard-crossing episodes: 20–30 cost).
+
+At these budgets (≤ 1,500 updates) BCQ-Lag's and CPQ's cost critics have not reached the threshold scale
+yet (BCQ-Lag's λ stays 0) and CDT does not yet condition on its cost-to-go, so their costs are not reliably
+below BC-All's; their safety is measured in benchmarks/results/quick, not asserted here.
+The budgets are sized for the test suite, not for quality.
+SAC-N and EDAC get γ = 0.9, reward_scale = 10 and a faster temperature: with the default α = 1 start and
+γ = 0.99 their entropy bonus outweighs PointRobot's small dense rewards for the first few thousand updates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from saferl.envs import get_task
+
+CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
+SMALL = ["algo.hidden=[64,64]", "algo.batch_size=128"]
+ENTROPY_SAC = ["algo.num_critics=2", "algo.gamma=0.9", "algo.reward_scale=10", "algo.alpha_lr=3e-3"]
+SAFE_NETS = ["algo.actor_hidden=[64,64]", "algo.critic_hidden=[64,64]", "algo.batch_size=256"]
+
+OFFLINE_RL = {
+    "iql": ["steps=1500", *SMALL],
+    "td3bc": ["steps=1500", *SMALL],
+    "cql": ["steps=800", *SMALL, "algo.cql_n_actions=4", "algo.actor_lr=3e-4"],
+    "sac_n": ["steps=1500", *SMALL, *ENTROPY_SAC],
+    "edac": ["steps=1500", *SMALL, *ENTROPY_SAC],
+}
+SAFE_OFFLINE_RL = {
+    "bcq_lag": ["steps=1200", *SAFE_NETS, "algo.vae_hidden=[64,64]"],
+    "cpq": ["steps=1200", *SAFE_NETS, "algo.vae_hidden=[64,64]"],
+    "coptidice": ["steps=1500", *SAFE_NETS],
+    "cdt": [
+        "steps=600",
+        "algo.batch_size=128",
+        "algo.embedding_dim=32",
+        "algo.num_layers=1",
+        "algo.num_heads=2",
+        "algo.lr_warmup_steps=100",
+    ],
+}
+MARGIN = 0.15  # normalized reward above the random policy's
+
+
+def _run(tmp_path: Path, algo: str, overrides: list[str]) -> dict:
+    from saferl.train import run_experiment
+
+    base = [
+        f"algo={algo}",
+        "env=point-robot",
+        "cost_limit=10",
+        "eval_episodes=10",
+        "threads=1",
+        "progress=false",
+        "tensorboard=false",
+        f"runs_root={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return run_experiment(compose(config_name="config", overrides=[*base, *overrides]))
+
+
+@pytest.fixture(scope="module")
+def random_reward() -> float:
+    from saferl.evaluation import rollout
+
+    task = get_task("point-robot")
+    rng = np.random.default_rng(0)
+    stats = rollout(task.env_id, lambda o: rng.uniform(-1, 1, size=(len(o), 2)), 10, seed=0)
+    return task.normalized_reward(float(stats.rewards.mean()))
+
+
+@pytest.fixture(scope="module")
+def bc_all_cost(tmp_path_factory, point_dataset) -> float:
+    result = _run(tmp_path_factory.mktemp("bc_all"), "bc_all", ["steps=1500", "algo.hidden=[64,64]"])
+    return result["cost_mean"]
+
+
+@pytest.mark.parametrize("algo", sorted(OFFLINE_RL))
+def test_offline_rl_beats_a_random_policy(algo, tmp_path, point_dataset, random_reward):
+    result = _run(tmp_path, algo, OFFLINE_RL[algo])
+    assert result["normalized_reward"] > random_reward + MARGIN, (result["normalized_reward"], random_reward)
+
+
+@pytest.mark.parametrize("algo", sorted(SAFE_OFFLINE_RL))
+def test_safe_offline_rl_beats_a_random_policy(algo, tmp_path, point_dataset, random_reward, bc_all_cost):
+    result = _run(tmp_path, algo, SAFE_OFFLINE_RL[algo])
+    assert result["normalized_reward"] > random_reward + MARGIN, (result["normalized_reward"], random_reward)
+    if algo == "coptidice":
+        assert result["cost_mean"] < 0.75 * bc_all_cost, (result["cost_mean"], bc_all_cost)
