@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,20 @@ def _meta(cfg: Any, suite: Any, specs: list[Any], command: str, rerun: str) -> d
     from saferl.bench.engines import cpu_count
     from saferl.bench.runner import read_state
 
-    hosts = sorted({s.get("host") for spec in specs if (s := read_state(spec.run_dir)) and s.get("host")})
+    states = [s for spec in specs if (s := read_state(spec.run_dir))]
+    hosts = sorted({s["host"] for s in states if s.get("host")})
+    spans = sorted((s["started"], s["finished"]) for s in states if s.get("started") and s.get("finished"))
+    wall = ""
+    if spans:  # time during which some run was training: the union of the runs' intervals (gaps between
+        # invocations, e.g. a later rerun of a few runs, do not count)
+        busy, (lo, hi) = 0.0, spans[0]
+        for a, b in spans[1:]:
+            if a > hi:
+                busy, lo = busy + hi - lo, a
+            hi = max(hi, b)
+        busy += hi - lo
+        first, last = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) for t in (spans[0][0], max(b for _, b in spans)))
+        wall = f"{busy / 60:.1f} min with runs in progress, between {first} and {last} UTC"
     example = next((s.command() for s in specs), "")
     machine = ""
     if hosts:
@@ -105,6 +119,7 @@ def _meta(cfg: Any, suite: Any, specs: list[Any], command: str, rerun: str) -> d
         "example_run": example,
         "seeds": ", ".join(str(s) for s in suite.seeds),
         "machine": machine,
+        "wall": wall,
     }
 
 

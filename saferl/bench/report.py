@@ -269,6 +269,8 @@ def _header_lines(board: Leaderboard, meta: dict[str, Any]) -> list[str]:
     )
     if meta.get("machine"):
         lines.append(f"Runs trained on: {meta['machine']}.")
+    if meta.get("wall"):
+        lines.append(f"Wall time: {meta['wall']}.")
     if meta.get("stale"):
         lines.append(meta["stale"])
     return lines
