@@ -28,6 +28,19 @@ def test_q_ensemble_shapes_and_aggregation():
     assert torch.all(sub >= values.min(0).values)
 
 
+def test_member_subset_forward_equals_those_rows_of_the_full_forward_and_its_gradient():
+    for layer_norm in (False, True):
+        q = QEnsemble(3, 2, ensemble_size=4, hidden=(8, 8), layer_norm=layer_norm)
+        obs, act = torch.randn(10, 3), torch.randn(10, 2, requires_grad=True)
+        full = q(obs, act)
+        for members in (slice(0, 1), slice(1, 3)):
+            torch.testing.assert_close(q(obs, act, members=members), full[members])
+        # the actor's gradient through Q1 alone equals the gradient through the full forward's first row
+        (g_full,) = torch.autograd.grad(q(obs, act)[0].sum(), act)
+        (g_one,) = torch.autograd.grad(q(obs, act, members=slice(0, 1))[0].sum(), act)
+        torch.testing.assert_close(g_one, g_full)
+
+
 def test_expectile_loss_hand_values():
     diff = torch.tensor([2.0, -2.0, 0.5])
     torch.testing.assert_close(expectile_loss(diff, 0.9), torch.tensor([0.9 * 4, 0.1 * 4, 0.9 * 0.25]))

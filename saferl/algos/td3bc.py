@@ -47,6 +47,9 @@ def actor_loss(q_pi: torch.Tensor, pi: torch.Tensor, data_action: torch.Tensor, 
     return -lmbda * q_pi.mean() + F.mse_loss(pi, data_action)
 
 
+Q1 = slice(0, 1)  # the first critic of the pair
+
+
 @register("td3bc")
 class TD3BC(Algorithm):
     Config = TD3BCConfig
@@ -87,7 +90,7 @@ class TD3BC(Algorithm):
 
         if self.num_updates % cfg.policy_freq == 0:  # delayed policy updates (TD3)
             pi = self.actor(obs)
-            loss_pi = actor_loss(self.critic(obs, pi)[0], pi, act, cfg.alpha)
+            loss_pi = actor_loss(self.critic(obs, pi, members=Q1)[0], pi, act, cfg.alpha)  # Q₁ only, as TD3
             optimize(self.optimizers["actor"], loss_pi)
             soft_update(self.critic_target.parameters(), self.critic.parameters(), cfg.tau)
             soft_update(self.actor_target.parameters(), self.actor.parameters(), cfg.tau)

@@ -27,8 +27,8 @@ class QEnsemble(nn.Module):
         self.ensemble_size = ensemble_size
         self.net = EnsembleMLP(ensemble_size, obs_dim + act_dim, 1, hidden, act, layer_norm)
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], dim=-1), members).squeeze(-1)
 
 
 class ValueNet(nn.Module):

@@ -30,8 +30,10 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
     def extra_repr(self) -> str:
         return f"ensemble_size={self.ensemble_size}, in={self.in_features}, out={self.out_features}"
@@ -46,8 +48,9 @@ class EnsembleLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(ensemble_size, 1, width))
         self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        weight, bias = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * weight + bias
 
 
 class EnsembleMLP(nn.Module):
@@ -75,7 +78,15 @@ class EnsembleMLP(nn.Module):
         layers.append(EnsembleLinear(ensemble_size, prev, out_dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        """All members, or only ``members`` (a slice: its outputs equal those rows of the full forward, at a
+        fraction of the cost, e.g. TD3's actor loss on Q₁ alone)."""
+        if members is None:
+            if x.dim() == 2:
+                x = x.unsqueeze(0).expand(self.ensemble_size, *x.shape)
+            return self.net(x)
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.ensemble_size, *x.shape)
-        return self.net(x)
+            x = x.unsqueeze(0).expand(len(range(self.ensemble_size)[members]), *x.shape)
+        for layer in self.net:
+            x = layer(x, members) if isinstance(layer, EnsembleLinear | EnsembleLayerNorm) else layer(x)
+        return x
