@@ -30,7 +30,6 @@ import gymnasium as gym
 import numpy as np
 
 from saferl.safety import (
-    Barrier,
     CvxpyRebuildSolver,
     CvxpySolver,
     ExactProjection,
@@ -38,6 +37,7 @@ from saferl.safety import (
     SafetyFilter,
 )
 from saferl.safety.qp import project_halfspace_box_1
+from saferl.safety.velocity import VelocityBarrier, fit_velocity_model
 
 
 def random_problems(rng: np.random.Generator, count: int, m: int, n: int = 6):
@@ -133,37 +133,6 @@ def qp_table(problems_per_m: int, limit_s: float) -> list[dict]:
 # HalfCheetah
 
 
-class VelocityBarrier(Barrier):
-    """Forward speed v = obs[8] below v_max: −wᵀu ≥ c − γ(v_max − v) (discrete-time CBF, linear model)."""
-
-    def __init__(self, v_max: float, w: np.ndarray, c: float, gamma: float = 0.5):
-        self.v_max, self.w, self.c, self.gamma = v_max, np.asarray(w, dtype=np.float64), float(c), gamma
-
-    def h(self, obs: np.ndarray) -> np.ndarray:
-        return self.v_max - np.asarray(obs)[:, 8]
-
-    def constraints(self, obs: np.ndarray, u_nom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        obs = np.asarray(obs, dtype=np.float64)
-        A = np.broadcast_to(-self.w, (len(obs), 1, self.w.size))
-        b = (self.c - self.gamma * (self.v_max - obs[:, 8]))[:, None]
-        return A, b
-
-
-def fit_velocity_model(steps: int = 3000) -> tuple[np.ndarray, float]:
-    env = gym.make("HalfCheetah-v5")
-    rng = np.random.default_rng(0)
-    obs, _ = env.reset(seed=0)
-    X, y = [], []
-    for _ in range(steps):
-        u = rng.uniform(-1, 1, 6)
-        nxt, _, term, trunc, _ = env.step(u)
-        X.append(np.r_[u, 1.0])
-        y.append(nxt[8] - obs[8])
-        obs = nxt if not (term or trunc) else env.reset()[0]
-    coef = np.linalg.lstsq(np.array(X), np.array(y), rcond=None)[0]
-    return coef[:6], float(coef[6])
-
-
 class NullCheetah(gym.Env):
     """HalfCheetah's spaces with a free step: what the filter alone costs per step."""
 
@@ -205,7 +174,7 @@ def vector_steps_per_second(venv, seconds: float, actions: np.ndarray) -> float:
 
 
 def cheetah_table(seconds: float) -> list[dict]:
-    w, c = fit_velocity_model()
+    w, c = fit_velocity_model(gym.make("HalfCheetah-v5"), 3000, np.random.default_rng(0))
     # an open-loop gait and a speed limit it reaches, so that the filter intervenes part of the time
     barrier = VelocityBarrier(v_max=0.5, w=w, c=c)
     t = np.arange(2048)[:, None]

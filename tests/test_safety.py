@@ -25,6 +25,7 @@ from saferl.safety import (
     VectorSafetyFilter,
     make_solver,
 )
+from saferl.safety.velocity import VelocityBarrier, fit_velocity_model
 
 # Clarabel (interior point) at tight tolerances; OSQP through cvxpy (with its own polishing) as the second
 # opinion for the rare problem where Clarabel stops early.
@@ -483,37 +484,6 @@ def test_vector_filter_skips_autoreset_steps_and_restarts_episode_counts():
         statuses.append(infos["safety_filter"]["status"][0])
     assert statuses[:40].count("skipped") == 0 and statuses[40] == "skipped"
     assert venv.episode_steps.tolist() == [1, 1]  # the step after the reset starts a new episode
-
-
-class VelocityBarrier(Barrier):
-    """A user-written barrier for HalfCheetah-v5: keep the forward speed v = obs[8] below v_max with the
-    discrete-time condition v_max − v' ≥ (1 − γ)(v_max − v), using a one-step linear model v' ≈ v + c + wᵀu
-    fitted by least squares on random-action data."""
-
-    def __init__(self, v_max: float, w: np.ndarray, c: float, gamma: float = 0.5):
-        self.v_max, self.w, self.c, self.gamma = v_max, w, c, gamma
-
-    def h(self, obs):
-        return self.v_max - obs[:, 8]
-
-    def constraints(self, obs, u_nom):
-        # −wᵀu ≥ c − γ (v_max − v)
-        A = np.broadcast_to(-self.w, (len(obs), 1, len(self.w)))
-        b = (self.c - self.gamma * (self.v_max - obs[:, 8]))[:, None]
-        return A, b
-
-
-def fit_velocity_model(env, steps: int, rng) -> tuple[np.ndarray, float]:
-    obs, _ = env.reset(seed=0)
-    X, y = [], []
-    for _ in range(steps):
-        u = rng.uniform(-1, 1, 6)
-        nxt, _, term, trunc, _ = env.step(u)
-        X.append(np.r_[u, 1.0])
-        y.append(nxt[8] - obs[8])
-        obs = nxt if not (term or trunc) else env.reset()[0]
-    coef = np.linalg.lstsq(np.array(X), np.array(y), rcond=None)[0]
-    return coef[:6], float(coef[6])
 
 
 def test_halfcheetah_with_a_user_barrier_and_an_sb3_policy(tmp_path):

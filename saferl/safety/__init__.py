@@ -19,6 +19,7 @@ from saferl.safety.qp import (
     make_solver,
     project_halfspace_box,
 )
+from saferl.safety.velocity import VelocityBarrier, fit_velocity_model
 
 __all__ = [
     "AutoSolver",
@@ -37,6 +38,8 @@ __all__ = [
     "SOLVERS",
     "SafetyFilter",
     "VectorSafetyFilter",
+    "VelocityBarrier",
+    "fit_velocity_model",
     "make_solver",
     "project_halfspace_box",
 ]

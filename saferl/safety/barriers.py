@@ -1,9 +1,8 @@
 """Barriers: safety constraints that are linear in the action, ``A(s) u ≥ b(s)``, for the QP filter.
 
-The protocol is two methods on batches: ``constraints(obs [B, ...], u_nom [B, n]) -> (A [B, m, n], b [B, m])``
-and ``h(obs) -> [B]`` (or ``[B, k]``), the barrier value with h ≥ 0 safe. Any object with a ``constraints``
-method works with `saferl.safety.SafetyFilter`; subclass `Barrier` for the documentation and the error
-for a missing ``h``.
+The protocol is one method on batches: ``constraints(obs [B, ...], u_nom [B, n]) -> (A [B, m, n], b [B, m])``.
+Any object with it works with `saferl.safety.SafetyFilter`; `Barrier` is its abstract base. Barriers that
+have a state-only value also offer ``h(obs) -> [B]`` (or ``[B, k]``), h ≥ 0 safe, for diagnostics.
 
 * `ControlAffineCBF` — a control barrier function for control-affine dynamics ṡ = f(s) + g(s)u, analytic or
   learned (torch autograd gives ∇h), in continuous time (∇h·f + ∇h·g·u + α·h ≥ 0) or discrete time.
@@ -27,10 +26,6 @@ class Barrier(ABC):
     @abstractmethod
     def constraints(self, obs: np.ndarray, u_nom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Batched ``(A [B, m, n], b [B, m])`` at observations ``[B, ...]`` and nominal actions ``[B, n]``."""
-
-    def h(self, obs: np.ndarray) -> np.ndarray:
-        """Barrier value(s) at a batch of observations (h ≥ 0 safe)."""
-        raise NotImplementedError(f"{type(self).__name__} has no state-only barrier value h(obs)")
 
 
 def _module_of(fn: Any) -> nn.Module | None:
@@ -213,7 +208,8 @@ class CostCriticBarrier(Barrier):
         return -grad_np[:, None, :], (q0_np - self.threshold - lin)[:, None]  # −∇Q·u ≥ Q − κ − ∇Q·u_nom
 
     def h(self, obs: np.ndarray) -> np.ndarray:
+        """The state-only value V(s) given as ``value`` (h ≥ 0 safe for ``sense=">="``)."""
         if self.value is None:
-            return super().h(obs)
+            raise ValueError("this CostCriticBarrier has no state-only value: build it with value=<V(s) network>")
         with torch.no_grad():
             return _numpy(self.value(torch.as_tensor(np.asarray(obs), dtype=self.dtype, device=self.device)))

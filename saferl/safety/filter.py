@@ -94,6 +94,25 @@ class _FilterCore:
         self.on_infeasible = on_infeasible
         self.fallback_action = fallback_action
 
+    @classmethod
+    def for_space(
+        cls,
+        space: gym.Space,
+        barrier: Any,
+        solver: str,
+        on_infeasible: str,
+        fallback_action: FallbackAction,
+        action_low: np.ndarray | None,
+        action_high: np.ndarray | None,
+        solver_options: dict[str, Any] | None,
+    ) -> _FilterCore:
+        """The core for an env's (single) action space; ``action_low``/``action_high`` narrow its box."""
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise TypeError(f"SafetyFilter needs a flat Box action space, got {space}")
+        low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
+        high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
+        return cls(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
+
     def _solve(self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray) -> QPResult:
         u, feasible = self.solver.solve_batch(u_nom, A, b, self.low, self.high)
         slack = np.zeros(len(u))
@@ -219,12 +238,9 @@ class SafetyFilter(gym.Wrapper):
         solver_options: dict[str, Any] | None = None,
     ):
         super().__init__(env)
-        space = env.action_space
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise TypeError(f"SafetyFilter needs a flat Box action space, got {space}")
-        low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
-        high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
-        self.core = _FilterCore(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
+        self.core = _FilterCore.for_space(
+            env.action_space, barrier, solver, on_infeasible, fallback_action, action_low, action_high, solver_options
+        )
         self._obs: np.ndarray | None = None
         self.last_action: np.ndarray | None = None
         self.total_steps = self.total_interventions = self.total_infeasible = 0
@@ -291,12 +307,16 @@ class VectorSafetyFilter(gym.vector.VectorWrapper):
         solver_options: dict[str, Any] | None = None,
     ):
         super().__init__(env)
-        space = env.single_action_space
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise TypeError(f"SafetyFilter needs a flat Box action space, got {space}")
-        low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
-        high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
-        self.core = _FilterCore(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
+        self.core = _FilterCore.for_space(
+            env.single_action_space,
+            barrier,
+            solver,
+            on_infeasible,
+            fallback_action,
+            action_low,
+            action_high,
+            solver_options,
+        )
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         self._next_step_reset = mode == gym.vector.AutoresetMode.NEXT_STEP
         n = env.num_envs

@@ -16,6 +16,7 @@ returned action (0 when feasible). What to *do* with an infeasible step is the f
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ def box_feasible(u_nom: np.ndarray, A: np.ndarray, b: np.ndarray, lo: np.ndarray
     return np.all(np.einsum("bmn,bn->bm", A, u) >= b - FEAS_TOL * (1.0 + np.abs(b)), axis=-1)
 
 
-class QPSolver:
+class QPSolver(ABC):
     """Interface: ``solve`` takes any (batched or single) problem; ``solve_batch`` takes checked inputs
     (float64 ``[B, n], [B, m, n], [B, m]`` and a finite box ``[n]``) and returns ``(u, feasible)``."""
 
@@ -100,20 +101,23 @@ class QPSolver:
         u, feasible = self.solve_batch(u_nom, A, b, lo, hi)
         return _finish(u, feasible, A, b, single)
 
+    @abstractmethod
     def solve_batch(
         self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Solutions ``[B, n]`` and per-row feasibility ``[B]`` (infeasible rows: minimal violation)."""
 
 
 class _RowwiseSolver(QPSolver):
     """Solvers that take one problem at a time (OSQP, cvxpy), with the two-stage relaxation when infeasible."""
 
+    @abstractmethod
     def _solve_one(self, u_nom, A, b, lo, hi) -> tuple[np.ndarray | None, str]:
-        raise NotImplementedError
+        """The QP's solution (None when infeasible or failed) and the solver's status."""
 
+    @abstractmethod
     def _min_violation(self, u_nom, A, b, lo, hi) -> np.ndarray | None:
-        raise NotImplementedError
+        """Per-row slack s ≥ 0 of the smallest total violation: A u ≥ b − s is feasible in the box."""
 
     def solve_batch(
         self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
