@@ -1,5 +1,9 @@
-"""`python -m saferl.collect env=<name>`: build a task's dataset locally, print its summary and save a
-(cost return, reward return) scatter plot next to it."""
+"""`python -m saferl.collect env=<name> [budget=tiny|small|full]`: build a task's datasets locally, print
+their summary and save a (cost return, reward return) scatter plot next to each.
+
+MuJoCo tasks train SAC behaviour policies first (stable-baselines3); an interrupted build resumes from its
+finished SAC segments and rollouts when the same command is run again.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import logging
 import time
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from saferl.cli import setup_logging, user_errors
 from saferl.console import print_table
-from saferl.data import build, load, minari_io
+from saferl.data import build, load, minari_io, recipe_for
 from saferl.data.plots import scatter_plot
+from saferl.data.sb3_recipe import SB3Recipe, build_sb3, safe_fractions
 from saferl.envs import get_task
 
 log = logging.getLogger("saferl")
@@ -25,40 +31,64 @@ def collect(
     episodes: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    budget: str = "full",
+    workers: int | None = None,
 ) -> dict:
+    """Build the task's datasets; returns {dataset id: summary}."""
     task = get_task(env)
     dataset_id = dataset or task.dataset_id
-    if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
-        raise minari_io.DatasetError(
-            f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; "
-            "pass overwrite=true to rebuild it"
-        )
+    recipe = recipe_for(dataset_id)
     start = time.perf_counter()
-    path = build(dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress)
-    data = load(dataset_id)
-    summary = data.summary() | {"seconds": round(time.perf_counter() - start, 2), "path": str(path)}
-    plot = scatter_plot(data, path / "scatter.png", title=dataset_id, thresholds=task.cost_thresholds)
-    print_table(
-        f"{dataset_id} ({summary['seconds']} s)",
-        ["quantity", "value"],
-        [
+    if isinstance(recipe, SB3Recipe):
+        if episodes is not None:
+            raise ValueError("episodes= sets the size of the 2-D navigation recipes; MuJoCo recipes use budget=")
+        paths = build_sb3(recipe, seed, budget, overwrite, progress, workers)
+    else:
+        if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
+            raise minari_io.DatasetError(
+                f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; "
+                "pass overwrite=true to rebuild it"
+            )
+        path = build(dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress, budget=budget)
+        paths = {dataset_id: path}
+    seconds = round(time.perf_counter() - start, 2)
+    summaries = {}
+    for ds_id, path in paths.items():
+        data = load(ds_id)
+        costs = data.episode_costs.cpu().numpy()
+        summary = data.summary() | {
+            "seconds": seconds,
+            "path": str(path),
+            "safe_fraction": safe_fractions(costs, task.cost_thresholds),
+        }
+        plot = scatter_plot(data, path / "scatter.png", title=ds_id, thresholds=task.cost_thresholds)
+        meta = data.metadata
+        rows = [
             ["episodes", summary["episodes"]],
             ["transitions", summary["transitions"]],
             ["reward return", f"{summary['reward_return_min']:.4f} … {summary['reward_return_max']:.4f}"],
             ["cost return", f"{summary['cost_return_min']:g} … {summary['cost_return_max']:g}"],
-            ["behaviour", ", ".join(f"{k} {v}" for k, v in data.metadata["behaviour_counts"].items())],
-            ["dataset", str(path)],
-            ["scatter plot", str(plot)],
-        ],
-    )
-    return summary
+            [
+                "safe episodes",
+                ", ".join(f"{v:.0%} at κ={k}" for k, v in summary["safe_fraction"].items())
+                + f"; {np.mean(costs == 0):.0%} cost-free",
+            ],
+        ]
+        if "behaviour_counts" in meta:
+            rows.append(["behaviour", ", ".join(f"{k} {v}" for k, v in meta["behaviour_counts"].items())])
+        if "train_seconds" in meta:
+            rows.append(["SAC training / rollouts", f"{meta['train_seconds']:g} s / {meta['rollout_seconds']:g} s"])
+        rows += [["dataset", str(path)], ["scatter plot", str(plot)]]
+        print_table(f"{ds_id} (budget {meta.get('budget', budget)}, {seconds} s in all)", ["quantity", "value"], rows)
+        summaries[ds_id] = summary
+    return summaries
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="collect")
 def main(cfg: DictConfig) -> None:
     setup_logging()
     with user_errors():
-        collect(cfg.env.name, cfg.dataset, cfg.seed, cfg.episodes, cfg.overwrite, cfg.progress)
+        collect(cfg.env.name, cfg.dataset, cfg.seed, cfg.episodes, cfg.overwrite, cfg.progress, cfg.budget, cfg.workers)
 
 
 if __name__ == "__main__":

@@ -301,6 +301,18 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     data = load(dataset_name, device=device, download=s.download)
     env = gym.make(task.env_id)
     check_compatible(data, env, dataset_name, task.env_id)
+    if task.reward_min is None or task.reward_max is None:
+        # No reference build has fixed this task's R_min/R_max yet: use the training dataset's own episode
+        # returns (the same definition, recorded at build time) and say so, since scores then depend on it.
+        lo = data.metadata.get("reward_min", float(data.episode_rewards.min()))
+        hi = data.metadata.get("reward_max", float(data.episode_rewards.max()))
+        log.warning(
+            "%s has no reference reward constants; normalising rewards with the dataset's own range [%g, %g]",
+            task.name,
+            lo,
+            hi,
+        )
+        task = task.with_reward_range(lo, hi)
     ctx = AlgoContext(
         obs_dim=data.obs_dim,
         act_dim=data.act_dim,

@@ -19,18 +19,17 @@ def test_cost_convention_at_reset_and_every_step(name):
     task = get_task(name)
     env = gym.make(task.env_id)  # with gymnasium's passive env checker
     rng = np.random.default_rng(0)
-    saw_cost = False
-    for episode in range(5):
+    space = env.action_space
+    for episode in range(5 if name in NAV_TASKS else 2):
         obs, info = env.reset(seed=episode)
         assert isinstance(info["cost"], float) and info["cost"] == 0.0
         assert env.observation_space.contains(obs)
         steps = 0
         while True:
-            obs, reward, terminated, truncated, info = env.step(rng.uniform(-1, 1, size=2).astype(np.float32))
+            obs, reward, terminated, truncated, info = env.step(rng.uniform(space.low, space.high).astype(space.dtype))
             steps += 1
             assert isinstance(info["cost"], float) and info["cost"] >= 0.0
-            assert np.isfinite(reward)
-            saw_cost |= info["cost"] > 0
+            assert np.isfinite(reward) and np.isfinite(obs).all()
             if terminated or truncated:
                 break
         assert steps <= task.max_episode_steps

@@ -9,10 +9,18 @@ def ensure(dataset_id: str, progress: bool = True) -> None:
     """Build ``dataset_id`` with its recipe when it is a saferl dataset that is not there yet."""
     from saferl.data import minari_io
 
-    if recipe_for(dataset_id) is None:
+    recipe = recipe_for(dataset_id)
+    if recipe is None or (minari_io.dataset_dir(dataset_id) / "data" / "metadata.json").is_file():
         return
-    if not (minari_io.dataset_dir(dataset_id) / "data" / "metadata.json").is_file():
-        build(dataset_id, progress=progress)
+    if getattr(recipe, "expensive", False):  # SAC behaviour policies: minutes to tens of minutes
+        from saferl.data.sb3_recipe import expected_minutes
+
+        raise DatasetNotFoundError(
+            f"dataset {dataset_id} is not built yet (MINARI_DATASETS_PATH={minari_io.datasets_root()}). Build it "
+            f"with `python -m saferl.collect env={recipe.task} budget=full` (about "
+            f"{expected_minutes(recipe, 'full'):g} min on 2 cores; budget=small takes a few minutes)"
+        )
+    build(dataset_id, progress=progress)
 
 
 __all__ = [

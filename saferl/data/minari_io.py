@@ -73,6 +73,7 @@ def write_dataset(
     saferl_metadata: dict[str, Any],
     description: str,
     overwrite: bool = False,
+    **minari_kwargs: Any,
 ) -> Path:
     """Write a Minari dataset atomically and record a SHA-256 of its data file(s) in its metadata.
 
@@ -97,6 +98,7 @@ def write_dataset(
                 author_email="saferl@users.noreply.github.com",
                 code_permalink="https://github.com/saferl/saferl",
                 description=description,
+                **minari_kwargs,  # e.g. ref_min_score / ref_max_score of D4RL-style datasets
             )
         staged = staging_root / dataset_id
         data_path = staged / "data"

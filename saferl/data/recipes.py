@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +21,7 @@ from minari.data_collector import EpisodeBuffer
 
 from saferl.console import ProgressBar
 from saferl.data import behaviour, minari_io, reader
+from saferl.data.sb3_recipe import BUDGETS, SB3Recipe, build_sb3
 from saferl.envs import get_task
 from saferl.envs.hazard_nav import BOAT_ROBOT, POINT_ROBOT, NavGeometry
 
@@ -124,8 +126,71 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def recipe_for(dataset_id: str) -> Recipe | None:
-    return RECIPES.get(dataset_id)
+_LOCOMOTION_LAMBDAS = (0.0, 0.5, 2.0)  # λ·cost per step against a reward of about the speed per step
+
+
+def _locomotion(task: str, agent: str, **budget_overrides: dict[str, Any]) -> SB3Recipe:
+    return SB3Recipe(
+        task=task,
+        lambdas=_LOCOMOTION_LAMBDAS,
+        d4rl=True,
+        budget_overrides=budget_overrides,
+        description=f"{agent} velocity mixed: {_SAC_MIX.format(lambdas=_fmt(_LOCOMOTION_LAMBDAS))}",
+    )
+
+
+def _run_circle(task: str, lambdas: tuple[float, ...], **budget_overrides: dict[str, Any]) -> SB3Recipe:
+    return SB3Recipe(
+        task=task,
+        lambdas=lambdas,
+        description=f"{task} mixed: {_SAC_MIX.format(lambdas=_fmt(lambdas))}",
+        budget_overrides=budget_overrides,
+    )
+
+
+_SAC_MIX = (
+    "SAC (stable-baselines3) on r − λ·c for λ ∈ {lambdas}, every checkpoint rolled out with several "
+    "action-noise levels, plus uniformly random episodes"
+)
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+
+
+# The car's episodes are 200–300 steps and it learns in a few thousand steps: fewer SAC steps, more episodes.
+_CAR_BUDGETS = {
+    "small": {"train_steps": 4_000, "episodes_per_unit": 4},
+    "full": {"train_steps": 24_000, "learning_starts": 2_000, "episodes_per_unit": 10, "random_episodes": 30},
+}
+
+
+SB3_RECIPES: dict[str, SB3Recipe] = {
+    r.dataset_id: r
+    for r in [
+        # SAC needs ~70k steps before HalfCheetah's unconstrained policy runs well past 3.2 m/s
+        _locomotion("halfcheetah-velocity", "HalfCheetah", full={"train_steps": 70_000}),
+        _locomotion("hopper-velocity", "Hopper"),
+        _locomotion("walker2d-velocity", "Walker2d"),
+        _locomotion("swimmer-velocity", "Swimmer"),
+        _locomotion("ant-velocity", "Ant"),
+        _locomotion("humanoid-velocity", "Humanoid"),
+        # Run: progress reward 2·speed per step against a limit of 1.5 m/s (top speed 3): λ ≥ 3 keeps it slow.
+        _run_circle("car-run", (0.0, 1.0, 6.0), **_CAR_BUDGETS),
+        _run_circle("car-circle", (0.0, 1.0, 4.0), **_CAR_BUDGETS),
+        _run_circle("ant-run", (0.0, 1.0, 6.0)),
+        _run_circle("ant-circle", (0.0, 1.0, 4.0)),
+    ]
+}
+# the D4RL-style datasets are built by their locomotion recipe
+_SB3_BY_ID: dict[str, SB3Recipe] = {i: r for r in SB3_RECIPES.values() for i in r.dataset_ids()}
+
+# episodes of the 2-D navigation recipes per budget, as a fraction of the reference size (tiny: 20 episodes)
+_NAV_BUDGET_FRACTION = {"small": 0.2, "full": 1.0}
+
+
+def recipe_for(dataset_id: str) -> Recipe | SB3Recipe | None:
+    return RECIPES.get(dataset_id) or _SB3_BY_ID.get(dataset_id)
 
 
 def collect(recipe: Recipe, seed: int, episodes: int, progress: bool = True) -> tuple[list[EpisodeBuffer], Counter]:
@@ -180,15 +245,28 @@ def build(
     episodes: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    budget: str = "full",
+    workers: int | None = None,
 ) -> Path:
-    """Build a recipe's dataset under ``MINARI_DATASETS_PATH`` and return its directory."""
-    recipe = RECIPES.get(dataset_id)
+    """Build a recipe's dataset under ``MINARI_DATASETS_PATH`` and return its directory.
+
+    MuJoCo recipes also write the other datasets of the same SAC runs (the D4RL-style ones).
+    """
+    recipe = recipe_for(dataset_id)
     if recipe is None:
         raise minari_io.DatasetNotFoundError(
-            f"no saferl recipe builds {dataset_id!r}; recipes: {', '.join(sorted(RECIPES))}"
+            f"no saferl recipe builds {dataset_id!r}; recipes: {', '.join(sorted([*RECIPES, *_SB3_BY_ID]))}"
         )
+    if isinstance(recipe, SB3Recipe):
+        if episodes is not None:
+            raise ValueError("episodes= sets the size of the 2-D navigation recipes; MuJoCo recipes use budget=")
+        return build_sb3(recipe, seed, budget, overwrite, progress, workers)[dataset_id]
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
     seed = recipe.seed if seed is None else int(seed)
-    episodes = recipe.episodes if episodes is None else int(episodes)
+    if episodes is None:
+        episodes = 20 if budget == "tiny" else max(1, round(recipe.episodes * _NAV_BUDGET_FRACTION[budget]))
+    episodes = int(episodes)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     start = time.perf_counter()
@@ -198,6 +276,7 @@ def build(
         "recipe_version": recipe.version,
         "seed": seed,
         "episodes": episodes,
+        "budget": budget,
         "behaviour_counts": dict(sorted(kinds.items())),
         "reference": seed == recipe.seed and episodes == recipe.episodes,
         "build_seconds": round(time.perf_counter() - start, 2),

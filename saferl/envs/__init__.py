@@ -14,7 +14,12 @@ from saferl.envs.tasks import TASKS, TaskSpec, UnknownTaskError, get_task
 def _register_all() -> None:
     for task in TASKS.values():
         if task.env_id not in gym.registry:
-            gym.register(id=task.env_id, entry_point=task.entry_point, max_episode_steps=task.max_episode_steps)
+            gym.register(
+                id=task.env_id,
+                entry_point=task.entry_point,
+                max_episode_steps=task.max_episode_steps,
+                kwargs=dict(task.env_kwargs),
+            )
 
 
 def make(name: str, **kwargs) -> gym.Env:

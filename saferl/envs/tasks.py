@@ -9,11 +9,11 @@ reference datasets and checks these numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from saferl.envs import hazard_nav
+from saferl.envs import hazard_nav, run_circle, velocity
 
 
 class UnknownTaskError(KeyError):
@@ -30,9 +30,12 @@ class TaskSpec:
     cost_thresholds: tuple[float, ...]
     default_cost_limit: float
     dataset_id: str  # reference dataset, built locally by its recipe
-    reward_min: float
-    reward_max: float
+    # DSRL's R_min/R_max of the reference dataset; None until a reference build has measured them (the
+    # training loop then takes the constants recorded in the dataset it trains on, and says so).
+    reward_min: float | None
+    reward_max: float | None
     description: str = ""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     # Known dynamics (control-affine, continuous time: ṡ = f(s) + g(s)·u) and barrier h (h ≥ 0 safe).
     barrier: Callable[[Any], Any] | None = field(default=None, repr=False)
     drift: Callable[[Any], Any] | None = field(default=None, repr=False)
@@ -50,7 +53,15 @@ class TaskSpec:
         return self.control_matrix(obs)
 
     def normalized_reward(self, episode_return: float) -> float:
+        if self.reward_min is None or self.reward_max is None:
+            raise ValueError(
+                f"task {self.name} has no reward normalisation constants yet; build its reference dataset "
+                f"(python -m saferl.collect env={self.name} budget=full) and use with_reward_range()"
+            )
         return (episode_return - self.reward_min) / (self.reward_max - self.reward_min)
+
+    def with_reward_range(self, reward_min: float, reward_max: float) -> TaskSpec:
+        return replace(self, reward_min=float(reward_min), reward_max=float(reward_max))
 
 
 def _nav_task(name: str, cls_name: str, geo: hazard_nav.NavGeometry, **kwargs: Any) -> TaskSpec:
@@ -65,6 +76,40 @@ def _nav_task(name: str, cls_name: str, geo: hazard_nav.NavGeometry, **kwargs: A
         dt=geo.dt,
         dataset_id=f"saferl/{cls_name}/mixed-v0",
         **kwargs,
+    )
+
+
+def _velocity_task(agent: str, reward_range: tuple[float, float] | None = None) -> TaskSpec:
+    rule = velocity.VELOCITY_RULES[agent]
+    speed = "planar speed" if rule.planar else "x-velocity"
+    return TaskSpec(
+        name=f"{agent.lower()}-velocity",
+        env_id=f"saferl/{agent}Velocity-v1",
+        entry_point="saferl.envs.velocity:VelocityCostEnv",
+        env_kwargs={"agent": agent},
+        max_episode_steps=1000,
+        cost_thresholds=(20.0, 40.0, 80.0),
+        default_cost_limit=40.0,
+        dataset_id=f"saferl/{agent}Velocity/mixed-v0",
+        reward_min=None if reward_range is None else reward_range[0],
+        reward_max=None if reward_range is None else reward_range[1],
+        description=f"{agent}-v5, cost 1 per step with {speed} > {rule.threshold} (safety-gymnasium v1), 1000 steps",
+    )
+
+
+def _run_circle_task(name: str, reward_range: tuple[float, float] | None = None) -> TaskSpec:
+    spec = run_circle.ENV_SPECS[name]
+    return TaskSpec(
+        name=name,
+        env_id=spec["env_id"],
+        entry_point=spec["entry_point"],
+        max_episode_steps=spec["max_episode_steps"],
+        cost_thresholds=spec["cost_thresholds"],
+        default_cost_limit=20.0,
+        dataset_id=spec["env_id"].replace("-v0", "/mixed-v0"),
+        reward_min=None if reward_range is None else reward_range[0],
+        reward_max=None if reward_range is None else reward_range[1],
+        description=spec["description"],
     )
 
 
@@ -91,6 +136,13 @@ TASKS: dict[str, TaskSpec] = {
             reward_max=2.33614092040807,
             description="V-OCBF boat in a river current, ẋ = u1 + 2 − 0.5y², ẏ = u2, goal (1.5, 0), 400 steps",
         ),
+        _velocity_task("HalfCheetah"),
+        _velocity_task("Hopper"),
+        _velocity_task("Walker2d"),
+        _velocity_task("Swimmer"),
+        _velocity_task("Ant"),
+        _velocity_task("Humanoid"),
+        *(_run_circle_task(name) for name in run_circle.ENV_SPECS),
     ]
 }
 

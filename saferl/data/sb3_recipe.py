@@ -1,0 +1,654 @@
+"""Behaviour datasets for the MuJoCo tasks, from SAC policies trained with stable-baselines3.
+
+DSRL covered the (cost return, reward return) plane by collecting data with many constrained agents. Here:
+
+1. one SAC run per λ in the recipe's set (λ = 0 included) on the shaped reward r − λ·c, each split into
+   `segments` equal parts with a checkpoint after every part;
+2. every checkpoint of every run rolled out with several action-noise levels (Gaussian, std as a fraction
+   of the half action range), plus uniformly random episodes: the task's ``mixed-v0`` dataset;
+3. for the locomotion bodies, D4RL-style reward-only datasets from the λ = 0 run: ``random`` (uniform
+   actions), ``expert`` (the final policy, sampled stochastically), ``medium`` (the checkpoint whose
+   deterministic return is closest to a third of the way from random to expert, sampled stochastically)
+   and ``medium-replay`` (the SAC replay buffer up to that checkpoint). Costs are still in their infos.
+
+Every segment starts by reseeding SAC and resetting the env, and loads its predecessor's checkpoint and
+replay buffer from disk, so an interrupted build resumes at the last finished segment (and rollout) and
+ends with the same bytes as an uninterrupted one. Files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from minari.data_collector import EpisodeBuffer
+
+from saferl.console import ProgressBar
+from saferl.data import minari_io, reader
+from saferl.envs import get_task
+
+D4RL_KINDS = ("random", "medium", "medium-replay", "expert")
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    train_steps: int  # SAC env steps per λ
+    segments: int  # checkpoints along each run (one after every equal part)
+    learning_starts: int
+    net: tuple[int, ...]
+    noise: tuple[float, ...]  # action-noise std, as a fraction of the half action range
+    episodes_per_unit: int  # episodes per (λ, checkpoint, noise level)
+    random_episodes: int
+    d4rl_episodes: int  # episodes of the random / medium / expert datasets
+    max_episode_steps: int | None = None  # shorter episodes than the task's (tiny: the test suite)
+
+
+BUDGETS: dict[str, Budget] = {
+    "tiny": Budget("tiny", 240, 2, 80, (16, 16), (0.0, 0.5), 1, 1, 2, max_episode_steps=40),
+    "small": Budget("small", 6_000, 3, 1_000, (64, 64), (0.0, 0.3), 2, 4, 10),
+    "full": Budget("full", 50_000, 8, 5_000, (64, 64), (0.0, 0.25, 0.5), 4, 12, 100),
+}
+
+
+@dataclass(frozen=True)
+class SB3Recipe:
+    task: str  # Hydra task name
+    lambdas: tuple[float, ...]  # Lagrangian weights of the SAC runs, 0 first
+    description: str
+    d4rl: bool = False  # also write random / medium / medium-replay / expert
+    seed: int = 0
+    version: int = 1  # bump whenever the recipe would produce different data
+    budget_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expensive = True  # `saferl.run` does not build these on the fly
+
+    @property
+    def dataset_id(self) -> str:
+        return get_task(self.task).dataset_id
+
+    def d4rl_id(self, kind: str) -> str:
+        return self.dataset_id.replace("/mixed-v0", f"/{kind}-v0")
+
+    def dataset_ids(self) -> list[str]:
+        return [self.dataset_id, *(self.d4rl_id(k) for k in D4RL_KINDS if self.d4rl)]
+
+    def budget(self, name: str) -> Budget:
+        if name not in BUDGETS:
+            raise ValueError(f"unknown budget {name!r}; valid budgets: {', '.join(BUDGETS)}")
+        return replace(BUDGETS[name], **self.budget_overrides.get(name, {}))
+
+
+# -- the environment SAC trains on -------------------------------------------------------------------------
+class LagrangianReward(gym.Wrapper):
+    """Reward r − λ·c for the learner; logs the env's own reward and cost of every step for the dataset."""
+
+    def __init__(self, env: gym.Env, lam: float):
+        super().__init__(env)
+        self.lam = lam
+        self.env_rewards: list[float] = []
+        self.costs: list[float] = []
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        cost = float(info["cost"])
+        self.env_rewards.append(float(reward))
+        self.costs.append(cost)
+        return obs, float(reward) - self.lam * cost, terminated, truncated, info
+
+
+def make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
+    import saferl.envs  # noqa: F401  (registers the tasks in a fresh worker)
+
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def _derived_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] % (2**31 - 1))
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _silent_logger():
+    from stable_baselines3.common.logger import Logger
+
+    return Logger(folder=None, output_formats=[])  # no /tmp/SB3-* folders, no stdout
+
+
+# -- jobs (top-level functions: they run in worker processes) ---------------------------------------------
+@dataclass(frozen=True)
+class SegmentJob:
+    run_dir: str
+    env_id: str
+    lam: float
+    segment: int
+    steps: int  # env steps in this segment
+    total_steps: int
+    budget: Budget
+    seed: int  # the run's seed
+    segment_seed: int
+
+
+def train_segment(job: SegmentJob) -> str:
+    """Train one segment of one SAC run, starting from the previous segment's checkpoint on disk."""
+    from stable_baselines3 import SAC
+
+    run_dir = Path(job.run_dir)
+    env = LagrangianReward(make_env(job.env_id, job.budget.max_episode_steps), job.lam)
+    if job.segment == 0:
+        model = SAC(
+            "MlpPolicy",
+            env,
+            buffer_size=job.total_steps,
+            learning_starts=job.budget.learning_starts,
+            policy_kwargs={"net_arch": list(job.budget.net)},
+            seed=job.seed,
+            device="cpu",
+        )
+    else:
+        model = SAC.load(run_dir / f"ckpt{job.segment - 1}.zip", env=env, device="cpu")
+        model.load_replay_buffer(run_dir / f"replay{job.segment - 1}.pkl")
+    model.set_logger(_silent_logger())
+    # Every segment starts from the same state whether it follows the previous one in memory or on disk.
+    model.set_random_seed(job.segment_seed)
+    model._last_obs = None  # makes learn() reset the env (seeded just above)
+    model.learn(job.steps, reset_num_timesteps=False)
+
+    _atomic_savez(
+        run_dir / f"log{job.segment}.npz",
+        rewards=np.asarray(env.env_rewards, dtype=np.float64),
+        costs=np.asarray(env.costs, dtype=np.float64),
+    )
+    tmp = run_dir / f"tmp-replay{job.segment}.pkl"
+    model.save_replay_buffer(tmp)
+    tmp.replace(run_dir / f"replay{job.segment}.pkl")
+    tmp = run_dir / f"tmp-ckpt{job.segment}.zip"
+    model.save(tmp)
+    tmp.replace(run_dir / f"ckpt{job.segment}.zip")  # the checkpoint commits the segment
+    (run_dir / f"replay{job.segment - 1}.pkl").unlink(missing_ok=True)
+    env.close()
+    return str(run_dir / f"ckpt{job.segment}.zip")
+
+
+@dataclass(frozen=True)
+class RolloutJob:
+    out: str
+    env_id: str
+    max_episode_steps: int | None
+    policy: str | None  # SB3 checkpoint; None: uniform random actions
+    noise: float
+    deterministic: bool
+    episodes: int
+    seed: int
+
+
+def rollout_unit(job: RolloutJob) -> str:
+    """Roll a checkpoint (or uniform random actions) out for some episodes; one .npz per unit."""
+    import torch
+
+    env = make_env(job.env_id, job.max_episode_steps)
+    model = None
+    if job.policy is not None:
+        from stable_baselines3 import SAC
+
+        model = SAC.load(job.policy, device="cpu")
+    rng = np.random.default_rng(job.seed)
+    torch.manual_seed(job.seed)  # stochastic SAC sampling
+    low, high = env.action_space.low, env.action_space.high
+    scale = job.noise * (high - low) / 2.0
+    obs_all, act_all, rew_all, term_all, trunc_all, cost_all, lengths = [], [], [], [], [], [], []
+    for _ in range(job.episodes):
+        obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
+        obs_all.append(obs)
+        cost_all.append(float(info["cost"]))
+        steps = 0
+        while True:
+            if model is None:
+                action = rng.uniform(low, high)
+            else:
+                action = model.predict(obs, deterministic=job.deterministic)[0]
+            if job.noise > 0.0:
+                action = np.clip(action + rng.normal(0.0, 1.0, size=action.shape) * scale, low, high)
+            obs, reward, terminated, truncated, info = env.step(action.astype(env.action_space.dtype))
+            obs_all.append(obs)
+            act_all.append(action)
+            rew_all.append(float(reward))
+            term_all.append(bool(terminated))
+            trunc_all.append(bool(truncated))
+            cost_all.append(float(info["cost"]))
+            steps += 1
+            if terminated or truncated:
+                break
+        lengths.append(steps)
+    env.close()
+    _atomic_savez(
+        Path(job.out),
+        observations=np.asarray(obs_all, dtype=np.float32),
+        actions=np.asarray(act_all, dtype=np.float32),
+        rewards=np.asarray(rew_all, dtype=np.float64),
+        terminations=np.asarray(term_all),
+        truncations=np.asarray(trunc_all),
+        costs=np.asarray(cost_all, dtype=np.float64),
+        lengths=np.asarray(lengths, dtype=np.int64),
+    )
+    return job.out
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class _Runner:
+    """Runs jobs inline (one worker) or in a spawn process pool; the callback may submit follow-ups."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self.pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+            )
+
+    def run(self, fn: Callable, jobs: Iterable, on_done: Callable[[Any], Iterable]) -> None:
+        """Run ``fn`` on every job; ``on_done(job)`` returns jobs that become ready afterwards."""
+        queue = list(jobs)
+        if self.pool is None:
+            while queue:
+                job = queue.pop(0)
+                fn(job)
+                queue.extend(on_done(job))
+            return
+        running: dict[Future, Any] = {}
+        while queue or running:
+            while queue and len(running) < self.workers:
+                job = queue.pop(0)
+                running[self.pool.submit(fn, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = running.pop(fut)
+                fut.result()  # re-raises a worker's error here
+                queue.extend(on_done(job))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+# -- the build ---------------------------------------------------------------------------------------------
+def work_dir(recipe: SB3Recipe, budget: Budget, seed: int) -> Path:
+    name = recipe.dataset_id.split("/")[1]
+    return minari_io.datasets_root() / ".saferl-build" / name / f"{budget.name}-seed{seed}-v{recipe.version}"
+
+
+def _segment_steps(budget: Budget) -> list[int]:
+    base = budget.train_steps // budget.segments
+    return [base] * (budget.segments - 1) + [budget.train_steps - base * (budget.segments - 1)]
+
+
+def _train_all(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, runner: _Runner, progress: bool) -> None:
+    env_id = get_task(recipe.task).env_id
+    seg_steps = _segment_steps(budget)
+
+    def job(i: int, k: int) -> SegmentJob:
+        return SegmentJob(
+            run_dir=str(work / f"lambda{i}"),
+            env_id=env_id,
+            lam=recipe.lambdas[i],
+            segment=k,
+            steps=seg_steps[k],
+            total_steps=budget.train_steps,
+            budget=budget,
+            seed=_derived_seed(seed, recipe.version, i),
+            segment_seed=_derived_seed(seed, recipe.version, i, k + 1),
+        )
+
+    first: list[SegmentJob] = []
+    finished = 0
+    for i in range(len(recipe.lambdas)):
+        (work / f"lambda{i}").mkdir(parents=True, exist_ok=True)
+        done = [k for k in range(budget.segments) if (work / f"lambda{i}" / f"ckpt{k}.zip").is_file()]
+        k = len(done)  # segments commit in order, so the done ones are 0..k-1
+        finished += k
+        if k < budget.segments:
+            first.append(job(i, k))
+    total = len(recipe.lambdas) * budget.segments
+    bar = ProgressBar(progress, total, f"SAC runs ({len(recipe.lambdas)} λ × {budget.train_steps} steps)", finished)
+
+    def on_done(j: SegmentJob) -> list[SegmentJob]:
+        bar.advance(status=f"λ={j.lam:g} segment {j.segment + 1}/{budget.segments}")
+        i = recipe.lambdas.index(j.lam)
+        return [job(i, j.segment + 1)] if j.segment + 1 < budget.segments else []
+
+    try:
+        runner.run(train_segment, first, on_done)
+    finally:
+        bar.close()
+
+
+def _mixed_units(recipe: SB3Recipe, budget: Budget, seed: int, work: Path) -> list[RolloutJob]:
+    env_id = get_task(recipe.task).env_id
+    units = []
+    for i in range(len(recipe.lambdas)):
+        for k in range(budget.segments):
+            for n, noise in enumerate(budget.noise):
+                units.append(
+                    RolloutJob(
+                        out=str(work / "rollouts" / f"mixed-lambda{i}-ckpt{k}-noise{n}.npz"),
+                        env_id=env_id,
+                        max_episode_steps=budget.max_episode_steps,
+                        policy=str(work / f"lambda{i}" / f"ckpt{k}.zip"),
+                        noise=noise,
+                        deterministic=True,
+                        episodes=budget.episodes_per_unit,
+                        seed=_derived_seed(seed, recipe.version, 1000 + i, k, n),
+                    )
+                )
+    units.append(_random_unit(recipe, budget, seed, work, "mixed-random", budget.random_episodes))
+    return units
+
+
+def _random_unit(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, name: str, episodes: int) -> RolloutJob:
+    return RolloutJob(
+        out=str(work / "rollouts" / f"{name}.npz"),
+        env_id=get_task(recipe.task).env_id,
+        max_episode_steps=budget.max_episode_steps,
+        policy=None,
+        noise=0.0,
+        deterministic=True,
+        episodes=episodes,
+        seed=_derived_seed(seed, recipe.version, 2000 + len(name)),
+    )
+
+
+def _roll_out(units: list[RolloutJob], runner: _Runner, progress: bool, label: str) -> None:
+    todo = [u for u in units if not Path(u.out).is_file()]
+    bar = ProgressBar(progress, len(units), label, len(units) - len(todo))
+    try:
+        runner.run(rollout_unit, todo, lambda _: bar.advance() or [])
+    finally:
+        bar.close()
+
+
+def _episodes_from_npz(path: Path) -> list[dict[str, np.ndarray]]:
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    episodes, o, t = [], 0, 0
+    for length in arrays["lengths"]:
+        length = int(length)
+        episodes.append(
+            {
+                "observations": arrays["observations"][o : o + length + 1],
+                "actions": arrays["actions"][t : t + length],
+                "rewards": arrays["rewards"][t : t + length],
+                "terminations": arrays["terminations"][t : t + length],
+                "truncations": arrays["truncations"][t : t + length],
+                "costs": arrays["costs"][o : o + length + 1],
+            }
+        )
+        o += length + 1
+        t += length
+    return episodes
+
+
+def _replay_episodes(run_dir: Path, upto_segment: int, budget: Budget) -> list[dict[str, np.ndarray]]:
+    """The SAC replay buffer of segments 0..upto_segment, cut into episodes (env rewards, real costs)."""
+    import pickle
+
+    with open(run_dir / f"replay{budget.segments - 1}.pkl", "rb") as fh:
+        buf = pickle.load(fh)
+    seg_steps = _segment_steps(budget)
+    end = sum(seg_steps[: upto_segment + 1])
+    logs = [np.load(run_dir / f"log{k}.npz") for k in range(upto_segment + 1)]
+    rewards = np.concatenate([z["rewards"] for z in logs])
+    costs = np.concatenate([z["costs"] for z in logs])
+    seg_ends = {int(x) for x in np.cumsum(seg_steps[: upto_segment + 1]) - 1}
+    obs, next_obs = buf.observations[:end, 0], buf.next_observations[:end, 0]
+    actions = _unscale(buf.actions[:end, 0], run_dir, budget)
+    dones, timeouts = buf.dones[:end, 0].astype(bool), buf.timeouts[:end, 0].astype(bool)
+    episodes, start = [], 0
+    for t in range(end):
+        cut = t in seg_ends  # every segment resets the env: its last transition ends an episode
+        if not (dones[t] or cut):
+            continue
+        truncated = bool(timeouts[t]) or (cut and not dones[t])
+        sl = slice(start, t + 1)
+        terms = np.zeros(t + 1 - start, dtype=bool)
+        truncs = np.zeros(t + 1 - start, dtype=bool)
+        terms[-1], truncs[-1] = not truncated, truncated
+        episodes.append(
+            {
+                "observations": np.concatenate([obs[sl], next_obs[t : t + 1]]).astype(np.float32),
+                "actions": actions[sl].astype(np.float32),
+                "rewards": rewards[sl],
+                "terminations": terms,
+                "truncations": truncs,
+                "costs": np.concatenate([[0.0], costs[sl]]),
+            }
+        )
+        start = t + 1
+    return episodes
+
+
+def _unscale(buffer_actions: np.ndarray, run_dir: Path, budget: Budget) -> np.ndarray:
+    """SAC stores actions rescaled to [−1, 1]; map them back to the env's box."""
+    from stable_baselines3 import SAC
+
+    model = SAC.load(run_dir / f"ckpt{budget.segments - 1}.zip", device="cpu")
+    return model.policy.unscale_action(buffer_actions)
+
+
+def _buffers(episodes: list[dict[str, np.ndarray]]) -> list[EpisodeBuffer]:
+    return [
+        EpisodeBuffer(
+            id=i,
+            observations=ep["observations"],
+            actions=ep["actions"],
+            rewards=list(ep["rewards"]),
+            terminations=list(ep["terminations"]),
+            truncations=list(ep["truncations"]),
+            infos={"cost": np.asarray(ep["costs"], dtype=np.float64)},
+        )
+        for i, ep in enumerate(episodes)
+    ]
+
+
+def _returns(episodes: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    rewards = np.array([float(np.sum(ep["rewards"])) for ep in episodes])
+    costs = np.array([float(np.sum(ep["costs"][1:])) for ep in episodes])
+    return rewards, costs
+
+
+def _sb3_version() -> str:
+    import stable_baselines3
+
+    return stable_baselines3.__version__
+
+
+def build_sb3(
+    recipe: SB3Recipe,
+    seed: int | None = None,
+    budget: str = "full",
+    overwrite: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Train, roll out and write the recipe's datasets; returns {dataset id: directory}."""
+    b = recipe.budget(budget)
+    seed = recipe.seed if seed is None else int(seed)
+    workers = min(os.cpu_count() or 1, len(recipe.lambdas)) if workers is None else int(workers)
+    for dataset_id in recipe.dataset_ids():
+        if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
+            raise minari_io.DatasetError(
+                f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; pass "
+                "overwrite=true to rebuild it"
+            )
+    work = work_dir(recipe, b, seed)
+    (work / "rollouts").mkdir(parents=True, exist_ok=True)
+    timing = _load_json(work / "timing.json")
+    runner = _Runner(workers)
+    try:
+        start = time.perf_counter()
+        _train_all(recipe, b, seed, work, runner, progress)
+        timing["train_seconds"] = timing.get("train_seconds", 0.0) + time.perf_counter() - start
+        _write_json(work / "timing.json", timing)
+
+        start = time.perf_counter()
+        units = _mixed_units(recipe, b, seed, work)
+        _roll_out(units, runner, progress, f"rolling out {recipe.dataset_id}")
+        d4rl_units: dict[str, RolloutJob] = {}
+        medium_segment = None
+        if recipe.d4rl:
+            d4rl_units, medium_segment = _d4rl_units(recipe, b, seed, work, units)
+            _roll_out(list(d4rl_units.values()), runner, progress, "rolling out the D4RL-style datasets")
+        timing["rollout_seconds"] = timing.get("rollout_seconds", 0.0) + time.perf_counter() - start
+        _write_json(work / "timing.json", timing)
+    finally:
+        runner.close()
+
+    common = {
+        "recipe_version": recipe.version,
+        "seed": seed,
+        "budget": b.name,
+        "budget_settings": asdict(b),
+        "lambdas": list(recipe.lambdas),
+        "stable_baselines3": _sb3_version(),
+        "reference": seed == recipe.seed and b.name == "full",
+        "train_seconds": round(timing["train_seconds"], 1),
+        "rollout_seconds": round(timing["rollout_seconds"], 1),
+    }
+    env_id = get_task(recipe.task).env_id
+    paths: dict[str, Path] = {}
+    mixed = [ep for u in units for ep in _episodes_from_npz(Path(u.out))]
+    rew, cost = _returns(mixed)
+    meta = common | {
+        "recipe": f"{recipe.task}/mixed",
+        "episodes": len(mixed),
+        "behaviour_counts": _behaviour_counts(recipe, b),
+        "reward_min": float(rew.min()),
+        "reward_max": float(rew.max()),
+    }
+    paths[recipe.dataset_id] = _write(recipe.dataset_id, mixed, env_id, meta, recipe.description)
+
+    if recipe.d4rl:
+        kinds = {k: _episodes_from_npz(Path(u.out)) for k, u in d4rl_units.items()}
+        kinds["medium-replay"] = _replay_episodes(work / "lambda0", medium_segment, b)
+        ref_min = float(_returns(kinds["random"])[0].mean())
+        ref_max = float(_returns(kinds["expert"])[0].mean())
+        for kind in D4RL_KINDS:
+            desc = _D4RL_DESCRIPTIONS[kind].format(task=recipe.task, segment=medium_segment + 1, of=b.segments)
+            meta = common | {"recipe": f"{recipe.task}/{kind}", "episodes": len(kinds[kind])}
+            if kind in ("medium", "medium-replay"):
+                meta["medium_checkpoint"] = medium_segment
+            paths[recipe.d4rl_id(kind)] = _write(
+                recipe.d4rl_id(kind),
+                kinds[kind],
+                env_id,
+                meta,
+                desc,
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
+            )
+    return paths
+
+
+_D4RL_DESCRIPTIONS = {
+    "random": "{task}: uniformly random actions (D4RL-style 'random'); costs in infos",
+    "medium": "{task}: the λ=0 SAC checkpoint {segment}/{of}, about a third of the way from random to expert, "
+    "sampled stochastically (D4RL-style 'medium'); costs in infos",
+    "medium-replay": "{task}: the λ=0 SAC replay buffer up to checkpoint {segment}/{of} (D4RL-style "
+    "'medium-replay'); costs in infos",
+    "expert": "{task}: the final λ=0 SAC policy, sampled stochastically (D4RL-style 'expert'); costs in infos",
+}
+
+
+def _d4rl_units(
+    recipe: SB3Recipe, b: Budget, seed: int, work: Path, mixed_units: list[RolloutJob]
+) -> tuple[dict[str, RolloutJob], int]:
+    """random / medium / expert rollouts; medium is picked from the λ=0 noise-free mixed rollouts."""
+    last = b.segments - 1
+    returns = []
+    for k in range(b.segments):
+        unit = next(u for u in mixed_units if u.out.endswith(f"mixed-lambda0-ckpt{k}-noise0.npz"))
+        returns.append(float(_returns(_episodes_from_npz(Path(unit.out)))[0].mean()))
+    random_return = float(_returns(_episodes_from_npz(Path(mixed_units[-1].out)))[0].mean())
+    target = random_return + (returns[last] - random_return) / 3.0
+    medium = int(np.argmin([abs(r - target) for r in returns[:last]])) if last > 0 else 0
+
+    def policy_unit(kind: str, k: int) -> RolloutJob:
+        return RolloutJob(
+            out=str(work / "rollouts" / f"d4rl-{kind}.npz"),
+            env_id=get_task(recipe.task).env_id,
+            max_episode_steps=b.max_episode_steps,
+            policy=str(work / "lambda0" / f"ckpt{k}.zip"),
+            noise=0.0,
+            deterministic=False,
+            episodes=b.d4rl_episodes,
+            seed=_derived_seed(seed, recipe.version, 3000 + k, len(kind)),
+        )
+
+    units = {
+        "random": _random_unit(recipe, b, seed, work, "d4rl-random", b.d4rl_episodes),
+        "medium": policy_unit("medium", medium),
+        "expert": policy_unit("expert", last),
+    }
+    return units, medium
+
+
+def _behaviour_counts(recipe: SB3Recipe, b: Budget) -> dict[str, int]:
+    per_run = b.segments * len(b.noise) * b.episodes_per_unit
+    counts = {f"sac λ={lam:g}": per_run for lam in recipe.lambdas}
+    counts["random-uniform"] = b.random_episodes
+    return counts
+
+
+def _write(
+    dataset_id: str,
+    episodes: list[dict[str, np.ndarray]],
+    env_id: str,
+    meta: dict[str, Any],
+    description: str,
+    **minari_kwargs: Any,
+) -> Path:
+    buffers = _buffers(episodes)
+    path = minari_io.write_dataset(dataset_id, buffers, env_id, meta, description, overwrite=True, **minari_kwargs)
+    reader.write_cache_from_buffers(path, buffers)
+    return path
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+def safe_fractions(episode_costs: np.ndarray, thresholds: Iterable[float]) -> dict[str, float]:
+    """Fraction of episodes whose cost return is within each threshold."""
+    return {f"{t:g}": float(np.mean(episode_costs <= t)) for t in thresholds}
+
+
+def expected_minutes(recipe: SB3Recipe, budget: str) -> float:
+    """A rough duration for messages (SB3 SAC at ~60 env steps/s per worker on this class of CPU)."""
+    b = recipe.budget(budget)
+    workers = min(os.cpu_count() or 1, len(recipe.lambdas))
+    return math.ceil(len(recipe.lambdas) * b.train_steps / (60.0 * workers) / 60.0)

@@ -1,0 +1,510 @@
+"""Constrained Run and Circle tasks in the spirit of Bullet-Safety-Gym, rebuilt on MuJoCo bodies.
+
+Bullet-Safety-Gym (BSG, github.com/liuzuxin/Bullet-Safety-Gym, the simulator behind DSRL's
+``OfflineCar/AntRun/Circle`` datasets) defines two locomotion tasks; this module re-implements their reward and
+cost rules for two MuJoCo bodies: a small vehicle ("Car", our own MJCF, below) and gymnasium's Ant-v5.
+
+Run (BSG ``RunTask``): run along +x.
+    reward = 60 · (‖p_{t} − g‖ − ‖p_{t+1} − g‖) + agent_term,     g = (1000, 0)   (potential-based progress)
+    cost   = 1 if |y| > y_lim (= 2) or ‖(v_x, v_y)‖ > v_lim (agent's velocity limit) else 0
+Circle (BSG ``CircleTask``): run clockwise along the circle of radius r = 7 around the origin.
+    reward = 0.1 · ⟨p, (−v_y, v_x)⟩ / (1 + |‖p‖ − r|) + 0.01 · agent_term
+    cost   = 1 if |x| > x_lim (= 6) else 0
+Since x_lim < r, running the full circle crosses the boundaries: the constraint forces an ellipse-like path.
+
+p and v are the planar position and the *instantaneous* planar velocity of the body's root (MuJoCo ``qpos`` /
+``qvel``; BSG uses PyBullet's base-link velocity likewise), both part of the observation, so the cost is a
+function of the next observation. Costs are 0/1 per step (BSG takes ``min(1, sum of cost terms)``).
+
+Every ``reset()`` and ``step()`` info carries ``cost`` (Python float ≥ 0; 0.0 at reset) and the quantities it is
+computed from: ``x_position, y_position, x_velocity, y_velocity, speed, distance_from_origin``, plus the cost
+terms (``cost_out_of_bounds`` and, for Run, ``cost_velocity``) and the reward terms (``reward_task``,
+``reward_agent``; Ant also reports the parts of its agent term). Reset and step infos have the same keys.
+
+All constants live in the frozen dataclasses below (``CAR``, ``ANT``, ``RUN``, ``CIRCLE``); ``TASK_CONSTANTS``
+flattens them per task for the task table. Source references are to BSG at commit 6f9f480:
+``tasks.py`` = bullet_safety_gym/envs/tasks.py, ``agents.py``, ``obstacles.py``, ``builder.py``, ``__init__.py``
+likewise under bullet_safety_gym/. Differences from BSG (our own choices) are marked "not BSG".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+# --------------------------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConstants:
+    y_lim: float = 2.0  # corridor half-width, tasks.py:553 (RunTask.y_lim)
+    goal_x: float = 1e3  # fictitious target (1000, 0), tasks.py:577
+    goal_y: float = 0.0
+    potential_scale: float = 60.0  # potential = −60·‖p − g‖, tasks.py:578
+    agent_reward_scale: float = 1.0  # reward = progress + agent.specific_reward(), tasks.py:583
+    reset_xy_noise: float = 0.01  # start xy ~ U(−0.01, 0.01)², tasks.py:620
+    max_episode_steps_car: int = 200  # SafetyCarRun-v0, __init__.py:247 (= DSRL)
+    max_episode_steps_ant: int = 200  # SafetyAntRun-v0, __init__.py:264 (= DSRL)
+
+
+@dataclass(frozen=True)
+class CircleConstants:
+    x_lim: float = 6.0  # boundaries at x = ±6, tasks.py:436
+    radius: float = 7.0  # CircleZone radius, obstacles.py:84
+    reward_scale: float = 0.1  # tasks.py:462
+    agent_reward_scale: float = 0.01  # tasks.py:464
+    reset_min_dist: float = 2.0  # start in the annulus 2 ≤ ‖p‖ ≤ 4 (rejection sampling in [−4, 4]²), tasks.py:502-513
+    reset_max_dist: float = 4.0
+    max_episode_steps_car: int = 300  # SafetyCarCircle-v0, __init__.py:190 (= DSRL)
+    max_episode_steps_ant: int = 500  # SafetyAntCircle-v0, __init__.py:202 (= DSRL)
+
+
+@dataclass(frozen=True)
+class CarConstants:
+    """Our MuJoCo vehicle (not BSG's MIT RaceCar URDF); only the velocity limit is BSG's."""
+
+    velocity_limit: float = 1.5  # RaceCar velocity_constraint, agents.py:136
+    agent_reward: float = 0.0  # RaceCar.specific_reward() = 0, agents.py:302-305
+    # Physics (not BSG). Planar body: slide x, slide y (world axes), hinge z; no contacts.
+    mass: float = 1.0  # kg
+    yaw_inertia: float = 0.01  # kg m²
+    linear_damping: float = 2.0  # N s/m on both slides → time constant mass/damping = 0.5 s
+    thrust_gear: float = 6.0  # N at |u| = 1 along the heading → top speed thrust/damping = 3 m/s (2 × v_lim)
+    yaw_damping: float = 0.05  # N m s/rad → yaw time constant 0.2 s
+    turn_gear: float = 0.15  # N m at |u| = 1 → top yaw rate 3 rad/s
+    height: float = 0.1  # m, body height above the floor (visual only)
+    timestep: float = 1 / 120  # s, physics step = BSG's Run time_step, builder.py:78
+    frame_skip_run: int = 4  # dt = 1/30 s as BSG Run (time_step 1/120, frame_skip 4), builder.py:78-79
+    frame_skip_circle: int = 12  # dt = 0.1 s as BSG Circle (time_step 1/60, frame_skip 6), builder.py:85-86
+    reset_yaw_noise: float = 0.05  # Run start heading ~ U(−0.05, 0.05) rad (not BSG; BSG jitters the steering)
+
+
+@dataclass(frozen=True)
+class AntConstants:
+    """gymnasium Ant-v5 body; agent term = BSG's MJCFAgent.specific_reward(), agents.py:405-413."""
+
+    velocity_limit: float = 1.5  # Ant velocity_constraint, agents.py:432
+    electricity_factor: float = -2.0  # × mean|a · 0.1 q̇_joint|, agents.py:338, 376 (0.1 q̇: bases.py:132)
+    joint_speed_scale: float = 0.1  # bases.py:132 (Joint.get_relative_position returns 0.1 · q̇)
+    stall_torque_factor: float = -0.1  # × mean(a²), agents.py:339, 377
+    joints_at_limit_factor: float = -0.1  # × #joints with |normalised angle| > 0.99, agents.py:340, 371-372
+    joint_limit_threshold: float = 0.99  # agents.py:371
+    timestep: float = 0.01  # s, Ant-v5's ant.xml
+    alive_reward: float = 1.0  # +1 alive, −1 otherwise, agents.py:408; alive = Ant-v5's is_healthy (not BSG's z > 0.26)
+    frame_skip_run: int = 5  # Ant-v5 default, dt = 0.05 s (not BSG: its Run dt is 1/30 s)
+    frame_skip_circle: int = 10  # dt = 0.1 s as BSG Circle, builder.py:85-86
+
+
+RUN = RunConstants()
+CIRCLE = CircleConstants()
+CAR = CarConstants()
+ANT = AntConstants()
+
+DEFAULT_COST_THRESHOLDS = (10.0, 20.0, 40.0)
+
+ENV_SPECS: dict[str, dict[str, Any]] = {
+    "car-run": dict(
+        env_id="saferl/CarRun-v0",
+        entry_point="saferl.envs.run_circle:CarRunEnv",
+        max_episode_steps=RUN.max_episode_steps_car,
+        cost_thresholds=DEFAULT_COST_THRESHOLDS,
+        description=(
+            "MuJoCo car runs along +x (BSG RunTask): cost if |y| > 2 or speed > 1.5 m/s; dt 1/30 s, 200 steps"
+        ),
+    ),
+    "car-circle": dict(
+        env_id="saferl/CarCircle-v0",
+        entry_point="saferl.envs.run_circle:CarCircleEnv",
+        max_episode_steps=CIRCLE.max_episode_steps_car,
+        cost_thresholds=DEFAULT_COST_THRESHOLDS,
+        description="MuJoCo car circles clockwise on r = 7 (BSG CircleTask): cost if |x| > 6; dt 0.1 s, 300 steps",
+    ),
+    "ant-run": dict(
+        env_id="saferl/AntRun-v0",
+        entry_point="saferl.envs.run_circle:AntRunEnv",
+        max_episode_steps=RUN.max_episode_steps_ant,
+        cost_thresholds=DEFAULT_COST_THRESHOLDS,
+        description="Ant-v5 runs along +x (BSG RunTask): cost if |y| > 2 or speed > 1.5 m/s; dt 0.05 s, 200 steps",
+    ),
+    "ant-circle": dict(
+        env_id="saferl/AntCircle-v0",
+        entry_point="saferl.envs.run_circle:AntCircleEnv",
+        max_episode_steps=CIRCLE.max_episode_steps_ant,
+        cost_thresholds=DEFAULT_COST_THRESHOLDS,
+        description="Ant-v5 circles clockwise on r = 7 (BSG CircleTask): cost if |x| > 6; dt 0.1 s, 500 steps",
+    ),
+}
+
+_AGENTS = {"car": CAR, "ant": ANT}
+_TASKS = {"run": RUN, "circle": CIRCLE}
+
+# Flat constants per task (for the task table): "<agent>-<task>" -> {name: value}.
+TASK_CONSTANTS: dict[str, dict[str, Any]] = {
+    f"{agent}-{task}": {
+        **{k: v for k, v in asdict(_TASKS[task]).items() if not k.startswith("max_episode_steps")},
+        **{f"{agent}_{k}": v for k, v in asdict(_AGENTS[agent]).items()},
+        "dt": _AGENTS[agent].timestep * getattr(_AGENTS[agent], f"frame_skip_{task}"),
+        "max_episode_steps": ENV_SPECS[f"{agent}-{task}"]["max_episode_steps"],
+    }
+    for agent in _AGENTS
+    for task in _TASKS
+}
+
+# --------------------------------------------------------------------------------------------------------------
+# Task rules (shared by both bodies)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _RunCircleTask:
+    """Reward, cost, start state and info of a Run or Circle task; mixed into the body's MujocoEnv."""
+
+    task: str  # "run" or "circle"
+    velocity_limit: float
+
+    def _init_task(self, task: str, velocity_limit: float) -> None:
+        if task not in _TASKS:
+            raise ValueError(f"task must be 'run' or 'circle', got {task!r}")
+        self.task = task
+        self.velocity_limit = float(velocity_limit)
+        self._prev_xy = (0.0, 0.0)
+
+    # -- start state -------------------------------------------------------------------------------------------
+    def _sample_start(self, rng: np.random.Generator) -> tuple[float, float, float | None]:
+        """(x, y, yaw) of a fresh episode; yaw None = keep the body's own start heading."""
+        if self.task == "run":
+            x, y = rng.uniform(-RUN.reset_xy_noise, RUN.reset_xy_noise, size=2)
+            return float(x), float(y), None
+        while True:  # BSG: uniform in the square, accept the annulus
+            x, y = rng.uniform(-CIRCLE.reset_max_dist, CIRCLE.reset_max_dist, size=2)
+            if CIRCLE.reset_min_dist <= math.hypot(x, y) <= CIRCLE.reset_max_dist:
+                break
+        # heading: towards the origin + 90° = clockwise tangent, tasks.py:520
+        yaw = math.atan2(-y, -x) + 0.5 * math.pi
+        return float(x), float(y), yaw
+
+    # -- reward and cost ---------------------------------------------------------------------------------------
+    def _task_reward(self, x: float, y: float, vx: float, vy: float) -> float:
+        if self.task == "run":
+            px, py = self._prev_xy
+            before = math.hypot(px - RUN.goal_x, py - RUN.goal_y)
+            after = math.hypot(x - RUN.goal_x, y - RUN.goal_y)
+            return RUN.potential_scale * (before - after)
+        dist = math.hypot(x, y)
+        # ⟨p, (−v_y, v_x)⟩ = y·v_x − x·v_y > 0 when moving clockwise
+        return CIRCLE.reward_scale * (x * -vy + y * vx) / (1.0 + abs(dist - CIRCLE.radius))
+
+    def _cost_terms(self, x: float, y: float, vx: float, vy: float) -> dict[str, float]:
+        if self.task == "run":
+            return {
+                "cost_out_of_bounds": 1.0 if abs(y) > RUN.y_lim else 0.0,
+                "cost_velocity": 1.0 if math.hypot(vx, vy) > self.velocity_limit else 0.0,
+            }
+        return {"cost_out_of_bounds": 1.0 if abs(x) > CIRCLE.x_lim else 0.0}
+
+    def _agent_reward_scale(self) -> float:
+        return RUN.agent_reward_scale if self.task == "run" else CIRCLE.agent_reward_scale
+
+    def _planar_state(self) -> tuple[float, float, float, float]:
+        """(x, y, v_x, v_y) of the body's root: qpos[0:2], qvel[0:2] in both bodies."""
+        qpos, qvel = self.data.qpos, self.data.qvel
+        return float(qpos[0]), float(qpos[1]), float(qvel[0]), float(qvel[1])
+
+    def _task_info(self, agent_terms: dict[str, float], at_reset: bool) -> tuple[float, dict[str, float]]:
+        """(reward, info) of the current state; at reset the reward and cost terms are reported as 0."""
+        x, y, vx, vy = self._planar_state()
+        costs = self._cost_terms(x, y, vx, vy)
+        if at_reset:
+            costs = dict.fromkeys(costs, 0.0)
+            agent_terms = dict.fromkeys(agent_terms, 0.0)
+            reward_task = reward_agent = 0.0
+        else:
+            reward_task = self._task_reward(x, y, vx, vy)
+            reward_agent = self._agent_reward_scale() * sum(agent_terms.values())
+        self._prev_xy = (x, y)
+        info = {
+            "cost": min(1.0, sum(costs.values())),  # tasks.py:447-448, 569-570
+            **costs,
+            "x_position": x,
+            "y_position": y,
+            "x_velocity": vx,
+            "y_velocity": vy,
+            "speed": math.hypot(vx, vy),
+            "distance_from_origin": math.hypot(x, y),
+            "reward_task": reward_task,
+            "reward_agent": reward_agent,
+            **agent_terms,
+        }
+        return reward_task + reward_agent, info
+
+
+def _yaw_quat(yaw: float) -> np.ndarray:
+    return np.array([math.cos(0.5 * yaw), 0.0, 0.0, math.sin(0.5 * yaw)])
+
+
+def _placement(options: dict | None) -> tuple[tuple[float, float] | None, float | None]:
+    """Optional ``reset(options={"xy": (x, y), "yaw": θ})`` overriding the sampled start pose (for tests/demos)."""
+    if not options:
+        return None, None
+    xy = options.get("xy")
+    yaw = options.get("yaw")
+    return (None if xy is None else (float(xy[0]), float(xy[1]))), (None if yaw is None else float(yaw))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Car: our own planar vehicle
+# --------------------------------------------------------------------------------------------------------------
+
+
+def car_xml(task: str) -> str:
+    """MJCF of the car plus the task's visual markings (boundary lines, circle zone; no collisions anywhere)."""
+    c = CAR
+    if task == "run":
+        lim = RUN.y_lim
+        marks = "".join(
+            f'<geom name="bound_{i}" type="box" pos="50 {s * lim} 0.005" size="60 0.03 0.005" rgba="1 .5 0 1"/>'
+            for i, s in enumerate((-1, 1))
+        )
+    else:
+        lim = CIRCLE.x_lim
+        marks = (
+            f'<geom name="circle_zone" type="cylinder" pos="0 0 0.002" size="{CIRCLE.radius} 0.002" '
+            f'rgba=".2 .8 .2 .25"/>'
+        ) + "".join(
+            f'<geom name="bound_{i}" type="box" pos="{s * lim} 0 0.005" size="0.03 12 0.005" rgba="1 .5 0 1"/>'
+            for i, s in enumerate((-1, 1))
+        )
+    return f"""
+<mujoco model="saferl_car_{task}">
+  <compiler angle="radian"/>
+  <option timestep="{c.timestep!r}" integrator="Euler">
+    <flag contact="disable" gravity="disable"/>
+  </option>
+  <visual><global offwidth="640" offheight="480"/></visual>
+  <asset>
+    <texture name="grid" type="2d" builtin="checker" rgb1=".85 .85 .85" rgb2=".7 .7 .75" width="64" height="64"/>
+    <material name="grid" texture="grid" texrepeat="1 1" texuniform="true"/>
+  </asset>
+  <worldbody>
+    <light pos="0 0 20" dir="0 0 -1" directional="true"/>
+    <geom name="floor" type="plane" size="120 120 0.1" material="grid"/>
+    {marks}
+    <body name="car" pos="0 0 {c.height!r}">
+      <joint name="slide_x" type="slide" axis="1 0 0" damping="{c.linear_damping!r}"/>
+      <joint name="slide_y" type="slide" axis="0 1 0" damping="{c.linear_damping!r}"/>
+      <joint name="yaw" type="hinge" axis="0 0 1" damping="{c.yaw_damping!r}"/>
+      <inertial pos="0 0 0" mass="{c.mass!r}" diaginertia="{c.yaw_inertia!r} {c.yaw_inertia!r} {c.yaw_inertia!r}"/>
+      <geom name="chassis" type="box" size="0.2 0.12 0.05" rgba=".2 .4 .8 1"/>
+      <geom name="nose" type="sphere" pos="0.2 0 0.03" size="0.05" rgba=".9 .2 .2 1"/>
+      <site name="thrust" pos="0 0 0" size="0.02"/>
+    </body>
+  </worldbody>
+  <actuator>
+    <motor name="thrust" site="thrust" gear="{c.thrust_gear!r} 0 0 0 0 0" ctrllimited="true" ctrlrange="-1 1"/>
+    <motor name="turn" joint="yaw" gear="{c.turn_gear!r}" ctrllimited="true" ctrlrange="-1 1"/>
+  </actuator>
+</mujoco>
+"""
+
+
+class CarTaskEnv(_RunCircleTask, MujocoEnv, utils.EzPickle):
+    """A planar vehicle: slide x, slide y and hinge z joints, thrust along the heading and a turning torque.
+
+    Action (2,) in [−1, 1]: [thrust along the heading (6 N at 1; negative reverses), yaw torque (CCW > 0)].
+    Linear damping gives a top speed of 3 m/s (twice the 1.5 m/s limit) with a 0.5 s time constant; the
+    top yaw rate is 3 rad/s. Observation (7,) float64: [x, y, v_x, v_y, cos θ, sin θ, θ̇] (world frame).
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"], "render_fps": 30}
+    default_task = "run"
+
+    def __init__(self, task: str | None = None, render_mode: str | None = None, **kwargs: Any):
+        task = task or self.default_task
+        utils.EzPickle.__init__(self, task, render_mode, **kwargs)
+        self._init_task(task, CAR.velocity_limit)
+        self._reset_options: dict | None = None
+        self._xml = car_xml(task)
+        frame_skip = CAR.frame_skip_run if task == "run" else CAR.frame_skip_circle
+        self.metadata = {**type(self).metadata, "render_fps": int(round(1.0 / (CAR.timestep * frame_skip)))}
+        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(7,), dtype=np.float64)
+        # MujocoEnv wants an existing file path; the model itself is built from `car_xml` in
+        # `_initialize_simulation` (keeps the MJCF inside the package, no data files to ship).
+        MujocoEnv.__init__(
+            self,
+            __file__,
+            frame_skip,
+            observation_space=obs_space,
+            render_mode=render_mode,
+            default_camera_config={"distance": 12.0, "elevation": -60.0, "trackbodyid": 1},
+            **kwargs,
+        )
+
+    def _initialize_simulation(self):
+        model = mujoco.MjModel.from_xml_string(self._xml)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
+    def _step_mujoco_simulation(self, ctrl, n_frames):
+        # no contacts or force sensors: skip MujocoEnv's mj_rnePostConstraint
+        self.data.ctrl[:] = ctrl
+        mujoco.mj_step(self.model, self.data, nstep=n_frames)
+
+    def _get_obs(self) -> np.ndarray:
+        qpos, qvel = self.data.qpos, self.data.qvel
+        return np.array(
+            [qpos[0], qpos[1], qvel[0], qvel[1], math.cos(qpos[2]), math.sin(qpos[2]), qvel[2]], dtype=np.float64
+        )
+
+    def reset_model(self) -> np.ndarray:
+        x, y, yaw = self._sample_start(self.np_random)
+        if yaw is None:
+            yaw = float(self.np_random.uniform(-CAR.reset_yaw_noise, CAR.reset_yaw_noise))
+        xy, yaw_opt = _placement(self._reset_options)
+        if xy is not None:
+            x, y = xy
+        if yaw_opt is not None:
+            yaw = yaw_opt
+        self.set_state(np.array([x, y, yaw]), np.zeros(3))
+        return self._get_obs()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._reset_options = options
+        return super().reset(seed=seed, options=options)
+
+    def _get_reset_info(self) -> dict[str, float]:
+        return self._task_info({}, at_reset=True)[1]
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        self.do_simulation(np.clip(action, -1.0, 1.0), self.frame_skip)
+        reward, info = self._task_info({}, at_reset=False)
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, False, False, info
+
+
+class CarRunEnv(CarTaskEnv):
+    """Car, Run task (BSG SafetyCarRun): reward = progress along +x; cost if |y| > 2 or speed > 1.5 m/s."""
+
+    default_task = "run"
+
+
+class CarCircleEnv(CarTaskEnv):
+    """Car, Circle task (BSG SafetyCarCircle): reward for clockwise motion along r = 7; cost if |x| > 6."""
+
+    default_task = "circle"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ant: gymnasium Ant-v5 with the task reward
+# --------------------------------------------------------------------------------------------------------------
+
+
+class AntTaskEnv(_RunCircleTask, AntEnv):
+    """gymnasium Ant-v5 (healthy termination kept) with a Run or Circle reward and cost.
+
+    Built with ``exclude_current_positions_from_observation=False`` and ``include_cfrc_ext_in_observation=False``
+    (Ant-v5's name for v4's ``use_contact_forces=False``). Observation (29,) float64 = qpos (15) + qvel (14):
+    [0:3] torso x, y, z; [3:7] torso quaternion (w, x, y, z); [7:15] the 8 joint angles (hip_1, ankle_1, …,
+    hip_4, ankle_4); [15:18] torso linear velocity (world frame); [18:21] torso angular velocity (body frame);
+    [21:29] joint velocities. Action (8,) in [−1, 1] as Ant-v5.
+
+    Agent term (BSG MJCFAgent.specific_reward): electricity −2·mean|a·0.1·q̇| − 0.1·mean(a²)
+    − 0.1·#(joints at > 99 % of their range) + (1 if healthy else −1), a paired with its actuator's joint.
+    """
+
+    default_task = "run"
+
+    def __init__(self, task: str | None = None, render_mode: str | None = None, **kwargs: Any):
+        task = task or self.default_task
+        self._init_task(task, ANT.velocity_limit)
+        self._reset_options = None
+        frame_skip = ANT.frame_skip_run if task == "run" else ANT.frame_skip_circle
+        AntEnv.__init__(
+            self,
+            frame_skip=frame_skip,
+            exclude_current_positions_from_observation=False,
+            include_cfrc_ext_in_observation=False,
+            render_mode=render_mode,
+            **kwargs,
+        )
+        utils.EzPickle.__init__(self, task, render_mode, **kwargs)
+        m = self.model
+        joint_ids = m.actuator_trnid[:, 0]
+        self._act_dof = m.jnt_dofadr[joint_ids].copy()  # qvel index of each actuator's joint
+        hinges = np.flatnonzero(m.jnt_type == mujoco.mjtJoint.mjJNT_HINGE)
+        self._hinge_qpos = m.jnt_qposadr[hinges].copy()
+        self._hinge_mid = m.jnt_range[hinges].mean(axis=1)
+        self._hinge_half = 0.5 * (m.jnt_range[hinges, 1] - m.jnt_range[hinges, 0])
+
+    def _agent_terms(self, action: np.ndarray, healthy: bool) -> dict[str, float]:
+        a = np.clip(action, -1.0, 1.0)
+        joint_speed = ANT.joint_speed_scale * self.data.qvel[self._act_dof]
+        rel = (self.data.qpos[self._hinge_qpos] - self._hinge_mid) / self._hinge_half
+        return {
+            "reward_electricity": ANT.electricity_factor * float(np.mean(np.abs(a * joint_speed))),
+            "reward_stall_torque": ANT.stall_torque_factor * float(np.mean(np.square(a))),
+            "reward_joints_at_limit": ANT.joints_at_limit_factor
+            * float(np.count_nonzero(np.abs(rel) > ANT.joint_limit_threshold)),
+            "reward_alive": ANT.alive_reward if healthy else -ANT.alive_reward,
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._reset_options = options
+        return super().reset(seed=seed, options=options)
+
+    def reset_model(self) -> np.ndarray:
+        super().reset_model()  # Ant-v5's noisy start (joints, height, velocities)
+        qpos, qvel = self.data.qpos.copy(), self.data.qvel.copy()
+        x, y, yaw = self._sample_start(self.np_random)
+        xy, yaw_opt = _placement(self._reset_options)
+        if xy is not None:
+            x, y = xy
+        if yaw_opt is not None:
+            yaw = yaw_opt
+        qpos[0:2] = (x, y)
+        if yaw is not None:
+            quat = np.empty(4)
+            mujoco.mju_mulQuat(quat, _yaw_quat(yaw), qpos[3:7])
+            qpos[3:7] = quat / np.linalg.norm(quat)
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+    def _get_reset_info(self) -> dict[str, float]:
+        return self._task_info(self._agent_terms(np.zeros(self.model.nu), True), at_reset=True)[1]
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        self.do_simulation(action, self.frame_skip)
+        healthy = bool(self.is_healthy)
+        reward, info = self._task_info(self._agent_terms(action, healthy), at_reset=False)
+        terminated = (not healthy) and self._terminate_when_unhealthy
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, terminated, False, info
+
+
+class AntRunEnv(AntTaskEnv):
+    """Ant-v5, Run task (BSG SafetyAntRun): reward = progress along +x + agent term; cost if |y| > 2 or speed > 1.5."""
+
+    default_task = "run"
+
+
+class AntCircleEnv(AntTaskEnv):
+    """Ant-v5, Circle task (BSG SafetyAntCircle): clockwise circling on r = 7; cost if |x| > 6."""
+
+    default_task = "circle"

@@ -1,0 +1,197 @@
+"""MuJoCo velocity tasks and the SAC behaviour-data recipes (stable-baselines3) at budget=tiny."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+
+from saferl.data import DatasetNotFoundError, ensure, load, minari_io, sb3_recipe
+from saferl.data.recipes import SB3_RECIPES, recipe_for
+from saferl.envs import get_task
+from tests.conftest import run_cli
+
+# safety-gymnasium v1's velocity thresholds (safe_velocity tasks), written out here on purpose
+SAFETY_GYMNASIUM_V1 = {
+    "halfcheetah-velocity": (3.2096, False),
+    "hopper-velocity": (0.7402, False),
+    "walker2d-velocity": (2.3415, False),
+    "swimmer-velocity": (0.2282, False),
+    "ant-velocity": (2.6222, True),
+    "humanoid-velocity": (1.4149, True),
+}
+
+
+def _position(unwrapped, name: str) -> np.ndarray:
+    if name == "humanoid-velocity":  # gymnasium's Humanoid measures its centre of mass
+        mass = unwrapped.model.body_mass[:, None]
+        return (mass * unwrapped.data.xipos).sum(0)[:2] / mass.sum()
+    return unwrapped.data.qpos[:2].copy()
+
+
+@pytest.mark.parametrize("name", sorted(SAFETY_GYMNASIUM_V1))
+def test_velocity_cost_matches_an_independent_computation(name):
+    """cost = 1[v > threshold], with v recomputed from the body's positions before and after each step."""
+    threshold, planar = SAFETY_GYMNASIUM_V1[name]
+    env = gym.make(get_task(name).env_id)
+    unwrapped = env.unwrapped
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=0)
+    assert info["cost"] == 0.0
+    costs, checked = [], 0
+    for t in range(150):
+        if t % 50 == 25:  # launch the body forwards (and sideways) so that the limit is crossed
+            qvel = unwrapped.data.qvel.copy()
+            qvel[0], qvel[1] = 4 * threshold + 1, (4 * threshold + 1 if planar else qvel[1])
+            unwrapped.set_state(unwrapped.data.qpos.copy(), qvel)
+        before = _position(unwrapped, name)
+        space = env.action_space
+        obs, _, terminated, truncated, info = env.step(rng.uniform(space.low, space.high).astype(space.dtype))
+        delta = (_position(unwrapped, name) - before) / unwrapped.dt
+        v = float(np.hypot(*delta)) if planar else float(delta[0])
+        assert info["cost"] == float(info["velocity"] > threshold)
+        if abs(v - threshold) > 1e-6:
+            assert info["cost"] == float(v > threshold), (t, v)
+            checked += 1
+        costs.append(info["cost"])
+        if terminated or truncated:
+            obs, info = env.reset(seed=t)
+    assert checked > 100 and 0 < sum(costs) < len(costs)  # both branches of the rule were exercised
+
+
+def _checksum(dataset_id: str) -> str:
+    meta = minari_io.read_metadata(minari_io.dataset_dir(dataset_id))
+    return meta[minari_io.CHECKSUM_KEY]["checksums"]["main_data.hdf5"]
+
+
+@pytest.fixture(scope="module")
+def hopper_tiny(minari_root, tmp_path_factory):
+    """The hopper-velocity datasets at budget=tiny, built through the CLI as a user would."""
+    cwd = tmp_path_factory.mktemp("collect")
+    proc = run_cli(
+        "saferl.collect", "env=hopper-velocity", "budget=tiny", "workers=1", "progress=false", cwd=cwd, check=True
+    )
+    return proc.stdout
+
+
+def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
+    recipe = recipe_for("saferl/HopperVelocity/mixed-v0")
+    budget = recipe.budget("tiny")
+    assert "safe episodes" in hopper_tiny and "saferl/HopperVelocity/medium-replay-v0" in hopper_tiny
+    mixed = load(recipe.dataset_id)
+    meta = mixed.metadata
+    assert meta["budget"] == "tiny" and meta["seed"] == 0 and meta["reference"] is False
+    assert meta["lambdas"] == [0.0, 0.5, 2.0]
+    import stable_baselines3
+
+    assert meta["stable_baselines3"] == stable_baselines3.__version__
+    per_run = budget.segments * len(budget.noise) * budget.episodes_per_unit
+    assert mixed.num_episodes == 3 * per_run + budget.random_episodes
+    assert meta["reward_min"] == pytest.approx(float(mixed.episode_rewards.min()))
+    assert meta["reward_max"] == pytest.approx(float(mixed.episode_rewards.max()))
+    assert (minari_io.dataset_dir(recipe.dataset_id) / "scatter.png").is_file()
+
+    for kind in sb3_recipe.D4RL_KINDS:
+        dataset_id = recipe.d4rl_id(kind)
+        data = load(dataset_id)
+        raw = minari.load_dataset(dataset_id)
+        assert raw.spec.env_spec.id == "saferl/HopperVelocity-v1"
+        # D4RL's score normalisation: the random and expert datasets' mean returns
+        returns = {k: float(load(recipe.d4rl_id(k)).episode_rewards.mean()) for k in ("random", "expert")}
+        assert raw.storage.metadata["ref_min_score"] == pytest.approx(returns["random"])
+        assert raw.storage.metadata["ref_max_score"] == pytest.approx(returns["expert"])
+        assert data.num_episodes >= 1 and bool((data.episode_starts[1:] > data.episode_starts[:-1]).all())
+    # medium-replay is the λ=0 SAC replay buffer up to the medium checkpoint: every env step of those segments
+    replay = load(recipe.d4rl_id("medium-replay"))
+    k = replay.metadata["medium_checkpoint"]
+    assert replay.num_transitions == sum(sb3_recipe._segment_steps(budget)[: k + 1])
+    within = np.ones(replay.num_transitions - 1, dtype=bool)
+    within[replay.episode_starts[1:-1].numpy() - 1] = False  # last transition of each episode but the final one
+    np.testing.assert_array_equal(
+        replay.next_observations[:-1][within].numpy(), replay.observations[1:][within].numpy()
+    )
+    # SB3 stores actions squashed to [−1, 1]; the dataset has them back in the env's box
+    space = gym.make("saferl/HopperVelocity-v1").action_space
+    low, high = space.low, space.high
+    assert (replay.actions.numpy() >= low - 1e-6).all() and (replay.actions.numpy() <= high + 1e-6).all()
+
+
+def test_training_runs_on_a_tiny_mujoco_dataset(hopper_tiny, tmp_path):
+    """No reference constants yet: the run normalises with the dataset's own return range and says so."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "saferl.run",
+        "algo=bc_all",
+        "env=hopper-velocity",
+        "steps=50",
+        "algo.hidden=[32,32]",
+        "eval_episodes=2",
+        "progress=false",
+        "tensorboard=false",
+        f"run_dir={run_dir}",
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "no reference reward constants" in proc.stdout + proc.stderr
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["thresholds"] == [20.0, 40.0, 80.0] and np.isfinite(result["normalized_reward"])
+
+
+def test_missing_mujoco_dataset_names_the_command_that_builds_it(minari_root):
+    with pytest.raises(DatasetNotFoundError, match="python -m saferl.collect env=walker2d-velocity budget=full"):
+        ensure("saferl/Walker2dVelocity/mixed-v0")
+
+
+@pytest.mark.parametrize(
+    "dataset_id",
+    [i for i in sorted(SB3_RECIPES) if i not in ("saferl/HopperVelocity/mixed-v0", "saferl/CarRun/mixed-v0")],
+)
+def test_every_recipe_builds_at_tiny(dataset_id, tmp_path):
+    recipe = SB3_RECIPES[dataset_id]
+    with minari_io._minari_root(tmp_path):
+        paths = sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
+        assert set(paths) == set(recipe.dataset_ids())
+        data = load(dataset_id)
+        env = gym.make(get_task(recipe.task).env_id)
+        assert data.obs_dim == env.observation_space.shape[0] and data.act_dim == env.action_space.shape[0]
+        assert bool(data.costs.isfinite().all()) and float(data.costs.min()) >= 0.0
+
+
+def _fail_on(monkeypatch, name: str, should_fail):
+    real = getattr(sb3_recipe, name)
+
+    def wrapped(job):
+        if should_fail(job):
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C here
+        return real(job)
+
+    monkeypatch.setattr(sb3_recipe, name, wrapped)
+
+
+def test_same_seed_same_checksum_and_an_interrupted_build_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    recipe = SB3_RECIPES["saferl/CarRun/mixed-v0"]
+    with minari_io._minari_root(tmp_path / "a"):
+        sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
+        reference = _checksum(recipe.dataset_id)
+        sb3_recipe.build_sb3(recipe, seed=1, budget="tiny", progress=False, workers=1, overwrite=True)
+        assert _checksum(recipe.dataset_id) != reference
+    with minari_io._minari_root(tmp_path / "b"):
+        # killed in the middle of the last SAC run, then again in the middle of the rollouts
+        with monkeypatch.context() as m:
+            _fail_on(m, "train_segment", lambda job: job.lam == recipe.lambdas[-1] and job.segment == 1)
+            with pytest.raises(KeyboardInterrupt):
+                sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
+        work = sb3_recipe.work_dir(recipe, recipe.budget("tiny"), 0)
+        assert (work / "lambda2" / "ckpt0.zip").is_file() and not (work / "lambda2" / "ckpt1.zip").exists()
+        assert not minari_io.dataset_dir(recipe.dataset_id).exists()
+        calls = []
+        with monkeypatch.context() as m:
+            _fail_on(m, "rollout_unit", lambda job: calls.append(job) or len(calls) > 4)
+            with pytest.raises(KeyboardInterrupt):
+                sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
+        assert len(list((work / "rollouts").glob("*.npz"))) == 4
+        sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
+        assert _checksum(recipe.dataset_id) == reference
