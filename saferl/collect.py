@@ -53,6 +53,7 @@ def collect(
         paths = {dataset_id: path}
     seconds = round(time.perf_counter() - start, 2)
     summaries = {}
+    others = []
     for ds_id, path in paths.items():
         data = load(ds_id)
         costs = data.episode_costs.cpu().numpy()
@@ -60,8 +61,23 @@ def collect(
             "seconds": seconds,
             "path": str(path),
             "safe_fraction": safe_fractions(costs, task.cost_thresholds),
+            "reward_return_mean": float(data.episode_rewards.mean()),
+            "cost_return_mean": float(costs.mean()),
         }
         plot = scatter_plot(data, path / "scatter.png", title=ds_id, thresholds=task.cost_thresholds)
+        summaries[ds_id] = summary
+        if ds_id != dataset_id:  # the D4RL-style datasets of the same SAC runs: one line each
+            others.append(
+                [
+                    ds_id.split("/")[-1],
+                    summary["episodes"],
+                    summary["transitions"],
+                    f"{summary['reward_return_mean']:.1f} ({summary['reward_return_min']:.1f} … "
+                    f"{summary['reward_return_max']:.1f})",
+                    f"{summary['cost_return_mean']:.1f}",
+                ]
+            )
+            continue
         meta = data.metadata
         rows = [
             ["episodes", summary["episodes"]],
@@ -73,14 +89,16 @@ def collect(
                 ", ".join(f"{v:.0%} at κ={k}" for k, v in summary["safe_fraction"].items())
                 + f"; {np.mean(costs == 0):.0%} cost-free",
             ],
+            ["behaviour", ", ".join(f"{k} {v}" for k, v in meta["behaviour_counts"].items())],
         ]
-        if "behaviour_counts" in meta:
-            rows.append(["behaviour", ", ".join(f"{k} {v}" for k, v in meta["behaviour_counts"].items())])
         if "train_seconds" in meta:
             rows.append(["SAC training / rollouts", f"{meta['train_seconds']:g} s / {meta['rollout_seconds']:g} s"])
         rows += [["dataset", str(path)], ["scatter plot", str(plot)]]
         print_table(f"{ds_id} (budget {meta.get('budget', budget)}, {seconds} s in all)", ["quantity", "value"], rows)
-        summaries[ds_id] = summary
+    if others:
+        columns = ["dataset", "episodes", "transitions", "reward return mean (min … max)", "cost return mean"]
+        prefix = dataset_id.rsplit("/", 1)[0]
+        print_table(f"D4RL-style datasets {prefix}/<dataset> of the λ=0 SAC run", columns, others)
     return summaries
 
 

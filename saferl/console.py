@@ -45,4 +45,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(col, justify="right" if col != columns[0] else "left")
     for row in rows:
         table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: rich would wrap at 80 columns
+        console = Console(width=140)
+    console.print(table)

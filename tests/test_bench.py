@@ -244,8 +244,8 @@ def test_quick_suite_expands_with_valid_overrides_and_distinct_run_dirs(tmp_path
 @pytest.mark.parametrize(
     ("suite", "names"),
     [
-        ("dsrl-velocity", ["halfcheetah-velocity", "hopper-velocity", "saferl.collect"]),
-        ("run-circle", ["ant-run", "car-circle", "saferl.collect"]),
+        ("dsrl-velocity", ["halfcheetah-velocity", "walker2d-velocity", "budget=full"]),
+        ("run-circle", ["ant-run", "car-circle", "budget=full"]),
         ("o2o", ["ro2o", "famo2o", "hnpg", "not registered"]),
     ],
 )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import saferl  # noqa: F401  (registers the ids)
+import saferl  # registers the ids
 from saferl.envs import TASKS, SixTupleToInfoCost, get_task, step_cost
 from saferl.envs.tasks import UnknownTaskError
 
@@ -161,3 +161,10 @@ def test_step_cost_explains_missing_cost():
 def test_unknown_task_lists_valid_names():
     with pytest.raises(UnknownTaskError, match="point-robot"):
         get_task("no-such-task")
+
+
+def test_every_task_has_a_hydra_env_config():
+    from pathlib import Path
+
+    conf = Path(saferl.__file__).parent / "conf" / "env"
+    assert {p.stem for p in conf.glob("*.yaml")} == set(TASKS)

@@ -80,7 +80,7 @@ def hopper_tiny(minari_root, tmp_path_factory):
 def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
     recipe = recipe_for("saferl/HopperVelocity/mixed-v0")
     budget = recipe.budget("tiny")
-    assert "safe episodes" in hopper_tiny and "saferl/HopperVelocity/medium-replay-v0" in hopper_tiny
+    assert "safe episodes" in hopper_tiny and "medium-replay-v0" in hopper_tiny
     mixed = load(recipe.dataset_id)
     meta = mixed.metadata
     assert meta["budget"] == "tiny" and meta["seed"] == 0 and meta["reference"] is False
@@ -120,24 +120,45 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
 
 
 def test_training_runs_on_a_tiny_mujoco_dataset(hopper_tiny, tmp_path):
-    """No reference constants yet: the run normalises with the dataset's own return range and says so."""
+    """End to end through the CLI; scores use the task's reference constants, not the tiny dataset's."""
     run_dir = tmp_path / "run"
-    proc = run_cli(
-        "saferl.run",
-        "algo=bc_all",
-        "env=hopper-velocity",
-        "steps=50",
-        "algo.hidden=[32,32]",
-        "eval_episodes=2",
-        "progress=false",
-        "tensorboard=false",
-        f"run_dir={run_dir}",
-        cwd=tmp_path,
-        check=True,
-    )
-    assert "no reference reward constants" in proc.stdout + proc.stderr
+    run_cli("saferl.run", *_TINY_RUN, f"run_dir={run_dir}", cwd=tmp_path, check=True)
     result = json.loads((run_dir / "eval.json").read_text())
-    assert result["thresholds"] == [20.0, 40.0, 80.0] and np.isfinite(result["normalized_reward"])
+    task = get_task("hopper-velocity")
+    assert result["thresholds"] == [20.0, 40.0, 80.0]
+    assert result["normalized_reward"] == pytest.approx(task.normalized_reward(result["reward_mean"]))
+
+
+_TINY_RUN = (
+    "algo=bc_all",
+    "env=hopper-velocity",
+    "steps=50",
+    "algo.hidden=[32,32]",
+    "eval_episodes=2",
+    "progress=false",
+    "tensorboard=false",
+)
+
+
+def test_a_task_without_reference_constants_normalises_with_its_datasets(hopper_tiny, tmp_path, monkeypatch, caplog):
+    import logging
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from saferl.envs import TASKS
+    from saferl.train import run_experiment
+    from tests.test_train import CONF
+
+    monkeypatch.setitem(TASKS, "hopper-velocity", replace(TASKS["hopper-velocity"], reward_min=None, reward_max=None))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*_TINY_RUN, f"run_dir={tmp_path / 'run'}"])
+    with caplog.at_level(logging.WARNING):
+        result = run_experiment(cfg)
+    assert "no reference reward constants" in caplog.text
+    meta = load("saferl/HopperVelocity/mixed-v0").metadata
+    expected = (result["reward_mean"] - meta["reward_min"]) / (meta["reward_max"] - meta["reward_min"])
+    assert result["normalized_reward"] == pytest.approx(expected)
 
 
 def test_missing_mujoco_dataset_names_the_command_that_builds_it(minari_root):
@@ -195,3 +216,17 @@ def test_same_seed_same_checksum_and_an_interrupted_build_resumes_to_the_same_by
         assert len(list((work / "rollouts").glob("*.npz"))) == 4
         sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
         assert _checksum(recipe.dataset_id) == reference
+
+
+def test_reference_constants_are_the_published_reference_builds():
+    """R_min/R_max fixed in the task table are the mixed-dataset return ranges in benchmarks/datasets.md."""
+    from pathlib import Path
+
+    from saferl.envs import TASKS
+
+    report = (Path(__file__).parents[1] / "benchmarks" / "datasets.md").read_text()
+    fixed = [t for t in TASKS.values() if t.dataset_id in SB3_RECIPES and t.reward_min is not None]
+    assert fixed, "at least one MuJoCo task has reference constants"
+    for task in fixed:
+        row = next(line for line in report.splitlines() if line.startswith(f"| `{task.dataset_id}` |"))
+        assert f"({task.reward_min:.1f} … {task.reward_max:.1f})" in row

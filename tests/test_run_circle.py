@@ -21,17 +21,6 @@ ANT_NAMES = ["ant-run", "ant-circle"]
 Y_LIM, X_LIM, RADIUS, V_LIM = 2.0, 6.0, 7.0, 1.5
 
 
-def _register() -> None:
-    for spec in ENV_SPECS.values():
-        if spec["env_id"] not in gym.registry:
-            gym.register(
-                id=spec["env_id"], entry_point=spec["entry_point"], max_episode_steps=spec["max_episode_steps"]
-            )
-
-
-_register()
-
-
 def make(name: str) -> gym.Env:
     return gym.make(ENV_SPECS[name]["env_id"])
 

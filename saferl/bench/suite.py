@@ -201,8 +201,9 @@ def dataset_available(dataset: str) -> bool:
     """True when ``dataset`` is a local Minari directory or id, or a saferl recipe can build it."""
     from saferl.data import minari_io, recipe_for
 
-    if recipe_for(dataset) is not None:
-        return True
+    recipe = recipe_for(dataset)
+    if recipe is not None and not getattr(recipe, "expensive", False):
+        return True  # built on the fly in seconds
     if (Path(dataset).expanduser() / "data" / "metadata.json").is_file():
         return True
     return (minari_io.dataset_dir(dataset) / "data" / "metadata.json").is_file()
@@ -230,9 +231,10 @@ def check_available(suite: Suite, need_data: bool = True) -> None:
             missing_data.append(f"{entry.dataset} (task {entry.name})")
     if missing_data:
         problems.append(
-            f"dataset(s) {', '.join(missing_data)} are not under MINARI_DATASETS_PATH and no saferl recipe builds "
-            "them; build a task's dataset with `python -m saferl.collect env=<task>` or point the suite at one "
-            "with suite.tasks.<task>.dataset=<Minari id or directory>"
+            f"dataset(s) {', '.join(missing_data)} are not under MINARI_DATASETS_PATH; build a task's dataset "
+            "with `python -m saferl.collect env=<task> budget=full` (MuJoCo tasks train SAC behaviour policies: "
+            "tens of minutes each) or point the suite at one with suite.tasks.<task>.dataset=<Minari id or "
+            "directory>"
         )
     missing_algos = sorted({a.algo for a in suite.agents if a.algo not in REGISTRY})
     if missing_algos:

@@ -18,6 +18,7 @@ ends with the same bytes as an uninterrupted one. Files are written to a tempora
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -293,8 +294,11 @@ class _Runner:
 
 # -- the build ---------------------------------------------------------------------------------------------
 def work_dir(recipe: SB3Recipe, budget: Budget, seed: int) -> Path:
+    """Where a build keeps its SAC checkpoints and rollouts; any change of λ or budget gets a fresh one."""
     name = recipe.dataset_id.split("/")[1]
-    return minari_io.datasets_root() / ".saferl-build" / name / f"{budget.name}-seed{seed}-v{recipe.version}"
+    settings = json.dumps({"lambdas": recipe.lambdas, "budget": asdict(budget)}, sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    return minari_io.datasets_root() / ".saferl-build" / name / f"{budget.name}-seed{seed}-v{recipe.version}-{digest}"
 
 
 def _segment_steps(budget: Budget) -> list[int]:

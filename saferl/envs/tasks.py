@@ -113,6 +113,9 @@ def _run_circle_task(name: str, reward_range: tuple[float, float] | None = None)
     )
 
 
+# R_min/R_max of the Run/Circle reference builds recorded in benchmarks/datasets.md
+_RUN_CIRCLE_REFERENCE = {"car-run": (-68.0750159581612, 1086.5871691020789)}
+
 TASKS: dict[str, TaskSpec] = {
     task.name: task
     for task in [
@@ -136,13 +139,14 @@ TASKS: dict[str, TaskSpec] = {
             reward_max=2.33614092040807,
             description="V-OCBF boat in a river current, ẋ = u1 + 2 − 0.5y², ẏ = u2, goal (1.5, 0), 400 steps",
         ),
-        _velocity_task("HalfCheetah"),
-        _velocity_task("Hopper"),
+        # R_min/R_max: the reference builds recorded in benchmarks/datasets.md
+        _velocity_task("HalfCheetah", (-452.9279750909966, 4079.701652451482)),
+        _velocity_task("Hopper", (5.765400648005118, 1201.6424734080324)),
         _velocity_task("Walker2d"),
         _velocity_task("Swimmer"),
         _velocity_task("Ant"),
         _velocity_task("Humanoid"),
-        *(_run_circle_task(name) for name in run_circle.ENV_SPECS),
+        *(_run_circle_task(name, _RUN_CIRCLE_REFERENCE.get(name)) for name in run_circle.ENV_SPECS),
     ]
 }
 
