@@ -8,6 +8,7 @@ finished SAC segments and rollouts when the same command is run again.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import hydra
@@ -105,8 +106,19 @@ def collect(
 @hydra.main(version_base="1.3", config_path="conf", config_name="collect")
 def main(cfg: DictConfig) -> None:
     setup_logging()
-    with user_errors():
-        collect(cfg.env.name, cfg.dataset, cfg.seed, cfg.episodes, cfg.overwrite, cfg.progress, cfg.budget, cfg.workers)
+    try:
+        with user_errors():
+            collect(
+                cfg.env.name, cfg.dataset, cfg.seed, cfg.episodes, cfg.overwrite, cfg.progress, cfg.budget, cfg.workers
+            )
+    except KeyboardInterrupt:
+        root = minari_io.datasets_root() / ".saferl-build"
+        print(
+            f"interrupted: finished SAC segments and rollouts are kept under {root}; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":
