@@ -177,6 +177,27 @@ class _RunCircleTask:
         self.task = task
         self.velocity_limit = float(velocity_limit)
         self._prev_xy = (0.0, 0.0)
+        self._reset_options: dict | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._reset_options = options  # read by reset_model (MujocoEnv does not pass options on)
+        return super().reset(seed=seed, options=options)
+
+    def _override_pose(self, x: float, y: float, yaw: float | None) -> tuple[float, float, float | None]:
+        """Apply ``reset(options={"xy": (x, y), "yaw": θ})`` over the sampled start pose (for tests/demos)."""
+        options = self._reset_options or {}
+        if options.get("xy") is not None:
+            x, y = float(options["xy"][0]), float(options["xy"][1])
+        if options.get("yaw") is not None:
+            yaw = float(options["yaw"])
+        return x, y, yaw
+
+    @staticmethod
+    def _checked_action(action) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float64)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        return action
 
     # -- start state -------------------------------------------------------------------------------------------
     def _sample_start(self, rng: np.random.Generator) -> tuple[float, float, float | None]:
@@ -251,15 +272,6 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([math.cos(0.5 * yaw), 0.0, 0.0, math.sin(0.5 * yaw)])
 
 
-def _placement(options: dict | None) -> tuple[tuple[float, float] | None, float | None]:
-    """Optional ``reset(options={"xy": (x, y), "yaw": θ})`` overriding the sampled start pose (for tests/demos)."""
-    if not options:
-        return None, None
-    xy = options.get("xy")
-    yaw = options.get("yaw")
-    return (None if xy is None else (float(xy[0]), float(xy[1]))), (None if yaw is None else float(yaw))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Car: our own planar vehicle
 # --------------------------------------------------------------------------------------------------------------
@@ -331,7 +343,6 @@ class CarTaskEnv(_RunCircleTask, MujocoEnv, utils.EzPickle):
         task = task or self.default_task
         utils.EzPickle.__init__(self, task, render_mode, **kwargs)
         self._init_task(task, CAR.velocity_limit)
-        self._reset_options: dict | None = None
         self._xml = car_xml(task)
         frame_skip = CAR.frame_skip_run if task == "run" else CAR.frame_skip_circle
         self.metadata = {**type(self).metadata, "render_fps": int(round(1.0 / (CAR.timestep * frame_skip)))}
@@ -369,25 +380,15 @@ class CarTaskEnv(_RunCircleTask, MujocoEnv, utils.EzPickle):
         x, y, yaw = self._sample_start(self.np_random)
         if yaw is None:
             yaw = float(self.np_random.uniform(-CAR.reset_yaw_noise, CAR.reset_yaw_noise))
-        xy, yaw_opt = _placement(self._reset_options)
-        if xy is not None:
-            x, y = xy
-        if yaw_opt is not None:
-            yaw = yaw_opt
+        x, y, yaw = self._override_pose(x, y, yaw)
         self.set_state(np.array([x, y, yaw]), np.zeros(3))
         return self._get_obs()
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self._reset_options = options
-        return super().reset(seed=seed, options=options)
 
     def _get_reset_info(self) -> dict[str, float]:
         return self._task_info({}, at_reset=True)[1]
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action}")
+        action = self._checked_action(action)
         self.do_simulation(np.clip(action, -1.0, 1.0), self.frame_skip)
         reward, info = self._task_info({}, at_reset=False)
         if self.render_mode == "human":
@@ -430,7 +431,6 @@ class AntTaskEnv(_RunCircleTask, AntEnv):
     def __init__(self, task: str | None = None, render_mode: str | None = None, **kwargs: Any):
         task = task or self.default_task
         self._init_task(task, ANT.velocity_limit)
-        self._reset_options = None
         frame_skip = ANT.frame_skip_run if task == "run" else ANT.frame_skip_circle
         AntEnv.__init__(
             self,
@@ -461,19 +461,10 @@ class AntTaskEnv(_RunCircleTask, AntEnv):
             "reward_alive": ANT.alive_reward if healthy else -ANT.alive_reward,
         }
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        self._reset_options = options
-        return super().reset(seed=seed, options=options)
-
     def reset_model(self) -> np.ndarray:
         super().reset_model()  # Ant-v5's noisy start (joints, height, velocities)
         qpos, qvel = self.data.qpos.copy(), self.data.qvel.copy()
-        x, y, yaw = self._sample_start(self.np_random)
-        xy, yaw_opt = _placement(self._reset_options)
-        if xy is not None:
-            x, y = xy
-        if yaw_opt is not None:
-            yaw = yaw_opt
+        x, y, yaw = self._override_pose(*self._sample_start(self.np_random))
         qpos[0:2] = (x, y)
         if yaw is not None:
             quat = np.empty(4)
@@ -486,9 +477,7 @@ class AntTaskEnv(_RunCircleTask, AntEnv):
         return self._task_info(self._agent_terms(np.zeros(self.model.nu), True), at_reset=True)[1]
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action}")
+        action = self._checked_action(action)
         self.do_simulation(action, self.frame_skip)
         healthy = bool(self.is_healthy)
         reward, info = self._task_info(self._agent_terms(action, healthy), at_reset=False)
