@@ -4,8 +4,10 @@
 
 reads every dataset the tasks' recipes wrote under the Minari root (built before with
 `python -m saferl.collect env=<task> budget=full`), prints a Markdown table per task (episodes, transitions,
-return and cost ranges, safe fractions at the task's thresholds, build times, checksum) and copies each
-mixed dataset's scatter plot to benchmarks/results/datasets/<task>.png.
+return and cost ranges, safe fractions at the task's thresholds, build times, checksum), the best safe and
+unsafe episode at each threshold, the noise-free return and cost of every SAC checkpoint (from the build's
+work directory, when it is still there), and copies each mixed dataset's scatter plot to
+benchmarks/results/datasets/<task>.png.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from saferl.data import load, minari_io, recipe_for
+from saferl.data import load, minari_io, recipe_for, sb3_recipe
 from saferl.data.sb3_recipe import safe_fractions
 from saferl.envs import get_task
 
@@ -52,12 +54,41 @@ def task_section(name: str) -> str:
             + " | ".join(f"{v:.0%}" for v in fractions.values())
             + f" | `{digest['main_data.hdf5'][:12]}` |"
         )
+    rew, cost = mixed.episode_rewards.numpy(), mixed.episode_costs.numpy()
+    lines += ["", "Best episode of the mixed dataset within / over each threshold (reward return):", ""]
+    for t in task.cost_thresholds:
+        unsafe = rew[cost > t].max() if (cost > t).any() else float("nan")
+        lines.append(f"* κ = {t:g}: safe {rew[cost <= t].max():.1f}, unsafe {unsafe:.1f}")
+    lines += _checkpoint_table(recipe, meta)
     if task.reward_min is None:
         lines += ["", f"R_min / R_max of the mixed dataset: {meta['reward_min']:.4f} / {meta['reward_max']:.4f}."]
     PLOTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(minari_io.dataset_dir(task.dataset_id) / "scatter.png", PLOTS / f"{name}.png")
     lines += ["", f"![{name}](results/datasets/{name}.png)", ""]
     return "\n".join(lines)
+
+
+def _checkpoint_table(recipe, meta: dict) -> list[str]:
+    """Mean noise-free episode return / cost of every SAC checkpoint, read from the build's rollouts."""
+    work = sb3_recipe.work_dir(recipe, recipe.budget(meta["budget"]), meta["seed"]) / "rollouts"
+    segments = meta["budget_settings"]["segments"]
+    if not work.is_dir():
+        return ["", f"(work directory {work} is gone: no per-checkpoint table)"]
+    lines = [
+        "",
+        "Noise-free rollouts of each SAC checkpoint, mean reward return / cost return:",
+        "",
+        "| λ | " + " | ".join(f"ckpt {k + 1}" for k in range(segments)) + " |",
+        "|---|" + "---|" * segments,
+    ]
+    for i, lam in enumerate(meta["lambdas"]):
+        cells = []
+        for k in range(segments):
+            episodes = sb3_recipe._episodes_from_npz(work / f"mixed-lambda{i}-ckpt{k}-noise0.npz")
+            r, c = sb3_recipe._returns(episodes)
+            cells.append(f"{r.mean():.0f} / {c.mean():.0f}")
+        lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(names: list[str]) -> None:
