@@ -37,6 +37,7 @@ log = logging.getLogger("saferl")
 
 EVAL_FILE = "eval.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+OFFLINE_CHECKPOINT = Path("checkpoints") / "offline.pt"  # the policy at the offline→online switch
 
 
 class SaferlError(RuntimeError):
@@ -75,6 +76,13 @@ class RunSettings:
     tensorboard: bool = True
     amp: str = "none"  # "bf16": bf16 autocast around the update (opt-in, see benchmarks/throughput.md)
     compile: bool = False  # torch.compile the update (opt-in; no gain measured on CPU)
+    # offline→online (algorithms with an online phase; see saferl/online.py)
+    offline_steps: int | None = None  # the same as steps=, named for offline→online runs
+    online_steps: int = 0  # env steps of online fine-tuning after the offline phase
+    online_eval_every: int = 0  # env steps between online evaluations; 0 = ten evaluations
+    online_envs: int = 1  # envs stepped in lock-step during online interaction
+    init_from: str | None = None  # a run dir or checkpoint: start online from its offline policy
+    safety_filter: str = "none"  # "cbf": online interaction through SafetyFilter with the task's barrier
 
 
 def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
@@ -197,12 +205,26 @@ class MetricsLog:
             self.header = ["step", *train_keys, *self.EVAL_KEYS]
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self.header)
+        elif set(values) - set(self.header):  # the online phase logs new columns: widen the file once
+            self._widen(sorted(set(values) - set(self.header)))
         row = [step] + [_fmt(values.get(k)) for k in self.header[1:]]
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow(row)
         if self.tb is not None:
             for key, value in values.items():
                 self.tb.add_scalar(key, value, step)
+
+    def _widen(self, new_keys: list[str]) -> None:
+        assert self.header is not None
+        with open(self.path, newline="") as fh:
+            rows = list(csv.reader(fh))[1:]
+        self.header = [*self.header, *new_keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.header)
+            writer.writerows(row + [""] * len(new_keys) for row in rows)
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         if self.tb is not None:
@@ -274,7 +296,12 @@ def _check_finite(
 
 
 def run_experiment(cfg: Any) -> dict[str, Any]:
-    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload."""
+    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload.
+
+    With ``online_steps > 0`` the offline phase is followed by online fine-tuning (`saferl.online`): the
+    offline policy is saved to ``checkpoints/offline.pt`` and evaluated (``eval.json["offline"]``), then
+    ``online_steps`` env steps of interaction and updates, evaluated every ``online_eval_every`` env steps.
+    """
     s, algo_opts = settings_from(cfg)
     task = get_task(s.env)
     algo_cls = get_algorithm(s.algo)
@@ -282,10 +309,15 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         algo_cfg = algo_cls.make_config(algo_opts)
     except (TypeError, ValueError) as err:
         raise SaferlError(str(err)) from None
-    steps = int(s.steps if s.steps is not None else algo_cfg.steps)
+    steps = _offline_steps(s, algo_cfg.steps)
+    _check_online_settings(s, algo_cls)
+    init_state = _load_init(s.init_from, s.algo) if s.init_from else None
+    if init_state is not None:  # the offline phase happened in another run
+        steps = int(init_state["step"])
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     cost_limit = float(s.cost_limit if s.cost_limit is not None else task.default_cost_limit)
     dataset_name = s.dataset or task.dataset_id
+    online_wrap = _online_filter(s.safety_filter, task) if s.online_steps > 0 else None
 
     if s.resume and s.run_dir and _finished(Path(s.run_dir)):
         result = json.loads((Path(s.run_dir) / EVAL_FILE).read_text())
@@ -326,8 +358,19 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     env.close()
 
     seed_everything(s.seed)
-    algo = algo_cls(algo_cfg, ctx)
+    try:
+        algo = algo_cls(algo_cfg, ctx)
+    except ValueError as err:  # an algorithm that cannot run on this task says why
+        raise SaferlError(str(err)) from None
     train_data = algo.prepare(data)
+    if init_state is not None:
+        try:
+            algo.load_state_dict(init_state["algo"])
+        except (RuntimeError, KeyError) as err:
+            raise SaferlError(
+                f"init_from={s.init_from}: the checkpoint does not fit {s.algo} with these options ({err}); "
+                "use the algorithm and network sizes of the run that wrote it"
+            ) from None
 
     run_dir = resolve_run_dir(s)
     _write_config(run_dir, s, algo_cfg, steps, cost_limit, dataset_name)
@@ -341,24 +384,26 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     sampler = torch.Generator(device=device)
     sampler.manual_seed(s.seed)
 
-    start_step, elapsed, update_time = 0, 0.0, 0.0
+    start_step, elapsed, update_time = (steps if init_state is not None else 0), 0.0, 0.0
     ckpt_path = run_dir / CHECKPOINT
+    resumed: dict[str, Any] | None = None
     if s.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _check_same_run(state, s, steps)
-        algo.load_state_dict(state["algo"])
-        sampler.set_state(state["rng"]["sampler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        start_step, elapsed, update_time = state["step"], state["elapsed"], state["update_time"]
+        resumed = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _check_same_run(resumed, s, steps)
+        algo.load_state_dict(resumed["algo"])
+        sampler.set_state(resumed["rng"]["sampler"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        np.random.set_state(resumed["rng"]["numpy"])
+        random.setstate(resumed["rng"]["python"])
+        if resumed["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resumed["rng"]["cuda"])
+        start_step, elapsed, update_time = resumed["step"], resumed["elapsed"], resumed["update_time"]
         log.info("resuming from step %d of %d", start_step, steps)
+    online_state = resumed.get("online") if resumed else None
+    log_resume = start_step + (online_state["loop"]["env_steps"] if online_state else 0)
 
-    metrics_log = MetricsLog(run_dir, start_step if s.resume else None, s.tensorboard)
+    metrics_log = MetricsLog(run_dir, log_resume if s.resume else None, s.tensorboard)
     last_ckpt = start_step if start_step else None
-    bar = ProgressBar(s.progress, steps, f"{s.algo} on {s.env}", completed=start_step)
     seg_start = time.perf_counter()
     t_log, steps_since_log = time.perf_counter(), 0
     metrics: dict[str, torch.Tensor] = {}
@@ -366,6 +411,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     wrap_env = getattr(algo, "wrap_eval_env", None)
     # Sequence models act through per-episode context (CDT: returns-to-go conditioned on the cost limit).
     policy = algo.episodic_policy() if hasattr(algo, "episodic_policy") else algo.act
+    bar = ProgressBar(s.progress and steps > start_step, steps, f"{s.algo} on {s.env}", completed=start_step)
     try:
         for step in range(start_step + 1, steps + 1):
             t0 = time.perf_counter()
@@ -395,13 +441,21 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
                     now_elapsed = elapsed + time.perf_counter() - seg_start
                     _save_checkpoint(ckpt_path, algo, sampler, step, now_elapsed, update_time, s, steps)
                     last_ckpt = step
+        bar.close()
+        elapsed += time.perf_counter() - seg_start
+        final_stats, online_info = None, None
+        if s.online_steps > 0:
+            phase = OnlinePhase(s, algo, task, cost_limit, train_data, run_dir, metrics_log, policy, wrap_env)
+            final_stats, online_info, elapsed = phase.run(
+                steps, sampler, elapsed, update_time, online_state, online_wrap
+            )
     finally:
         bar.close()
         metrics_log.close()
-    elapsed += time.perf_counter() - seg_start
 
     algo.eval()
-    stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
+    if final_stats is None:
+        final_stats = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed, wrap_env=wrap_env)
     thresholds = evaluation.eval_thresholds(task, cost_limit)
     result = {
         "algo": s.algo,
@@ -410,19 +464,207 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         "seed": s.seed,
         "steps": steps,
         "cost_limit": cost_limit,
-        **evaluation.dsrl_metrics(stats, task, thresholds),
-        **evaluation.safety_metrics(stats),
+        **evaluation.dsrl_metrics(final_stats, task, thresholds),
+        **evaluation.safety_metrics(final_stats),
         "wall_time_s": elapsed,
         "updates_per_s": steps / update_time if update_time > 0 else float("nan"),
     }
+    if online_info is not None:
+        result.update(online_info)
     if wrap_env is not None:  # the same policy without the wrapper, for comparison
         plain = evaluation.rollout(task.env_id, policy, s.eval_episodes, s.seed)
         result["unfiltered"] = {**evaluation.dsrl_metrics(plain, task, thresholds), **evaluation.safety_metrics(plain)}
         evaluation.print_eval_table(result["unfiltered"], f"{s.algo} on {s.env} without its evaluation wrapper")
     write_json_atomic(run_dir / EVAL_FILE, result)
-    evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {steps} steps)")
+    if online_info is not None:
+        evaluation.print_eval_table(online_info["offline"], f"{s.algo} on {s.env}: the offline policy")
+    evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {_describe_length(s, steps)})")
     log.info("results written to %s", run_dir / EVAL_FILE)
     return result
+
+
+def _describe_length(s: RunSettings, steps: int) -> str:
+    if s.online_steps > 0:
+        return f"{steps} offline updates + {s.online_steps} online env steps"
+    return f"{steps} steps"
+
+
+def _offline_steps(s: RunSettings, default: int) -> int:
+    """``steps=`` and its offline→online name ``offline_steps=`` (they must agree when both are given)."""
+    if s.offline_steps is not None and s.steps is not None and int(s.offline_steps) != int(s.steps):
+        raise SaferlError(
+            f"steps={s.steps} and offline_steps={s.offline_steps} disagree; they name the same thing, give one"
+        )
+    value = s.offline_steps if s.offline_steps is not None else s.steps
+    return int(value if value is not None else default)
+
+
+def _check_online_settings(s: RunSettings, algo_cls: type[Algorithm]) -> None:
+    if s.online_steps < 0:
+        raise SaferlError(f"online_steps must be >= 0, got {s.online_steps}")
+    if s.online_steps > 0 and algo_cls.online_mode is None:
+        from saferl.algos import REGISTRY
+
+        online = sorted(n for n, c in REGISTRY.items() if c.online_mode is not None)
+        raise SaferlError(
+            f"algorithm {s.algo!r} has no online phase (online_steps={s.online_steps}); offline→online "
+            f"algorithms are {', '.join(online)}"
+        )
+    if s.online_steps == 0 and (s.init_from or s.safety_filter != "none"):
+        raise SaferlError("init_from= and safety_filter= apply to the online phase: also pass online_steps=<env steps>")
+    if s.online_envs < 1:
+        raise SaferlError(f"online_envs must be >= 1, got {s.online_envs}")
+
+
+def _load_init(path_str: str, algo: str) -> dict[str, Any]:
+    """The offline checkpoint that ``init_from`` names (a run directory or a ``.pt`` file)."""
+    path = Path(path_str)
+    if path.is_dir():
+        path = path / OFFLINE_CHECKPOINT if (path / OFFLINE_CHECKPOINT).exists() else path / CHECKPOINT
+    if not path.is_file():
+        raise SaferlError(
+            f"init_from={path_str}: no checkpoint found there; pass a run directory (with "
+            f"{OFFLINE_CHECKPOINT} or {CHECKPOINT}) or a .pt checkpoint file"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001  (torch raises many types for damaged files)
+        raise SaferlError(f"init_from={path}: cannot read the checkpoint ({err}); it may be corrupt") from None
+    if state.get("online") is not None:
+        raise SaferlError(f"init_from={path} was written during an online phase; use that run's {OFFLINE_CHECKPOINT}")
+    log.info("starting from %s (written by %s after %d updates)", path, state["settings"]["algo"], state["step"])
+    return state
+
+
+def _online_filter(name: str, task: TaskSpec) -> Any:
+    """``safety_filter=`` for online interaction: none, or cbf (the task's analytic barrier, `SafetyFilter`)."""
+    if name == "none":
+        return None
+    if name != "cbf":
+        raise SaferlError(f"safety_filter={name!r} is not known; use safety_filter=none or safety_filter=cbf")
+    from saferl.safety import ControlAffineCBF, SafetyFilter
+
+    try:
+        barrier = ControlAffineCBF.for_task(task)
+    except ValueError:
+        known = ", ".join(t for t in _tasks_with_barrier())
+        raise SaferlError(
+            f"safety_filter=cbf needs a task with a known barrier and dynamics; {task.name} has none ({known} do)"
+        ) from None
+    return lambda env: SafetyFilter(env, barrier, on_infeasible="slack")
+
+
+def _tasks_with_barrier() -> list[str]:
+    from saferl.envs import TASKS
+
+    return sorted(name for name, t in TASKS.items() if t.barrier is not None)
+
+
+class OnlinePhase:
+    """The online half of an offline→online run: `OnlineLoop` steps, logging, evaluation and checkpoints
+    counted in env steps (``log_every``, ``online_eval_every``, ``checkpoint_every``). A checkpoint falls due
+    every ``checkpoint_every`` env steps and is written at the next step where no episode is under way (or
+    after one more episode length), so a killed run resumes exactly where it was."""
+
+    def __init__(self, s, algo, task, cost_limit, data, run_dir, metrics_log, policy, wrap_eval):
+        self.s, self.algo, self.task, self.cost_limit, self.data = s, algo, task, cost_limit, data
+        self.run_dir, self.metrics_log, self.policy, self.wrap_eval = run_dir, metrics_log, policy, wrap_eval
+
+    def _evaluate(self) -> evaluation.RolloutStats:
+        self.algo.eval()
+        stats = evaluation.rollout(
+            self.task.env_id, self.policy, self.s.eval_episodes, self.s.seed, wrap_env=self.wrap_eval
+        )
+        self.algo.train()
+        return stats
+
+    def run(self, steps, sampler, elapsed, update_time, state, wrap_env):
+        from saferl.online import OnlineLoop
+
+        s, task = self.s, self.task
+        thresholds = evaluation.eval_thresholds(task, self.cost_limit)
+        ckpt_path = self.run_dir / CHECKPOINT
+        if state is None:  # the switch: keep the offline policy and score it
+            _save_checkpoint(
+                self.run_dir / OFFLINE_CHECKPOINT, self.algo, sampler, steps, elapsed, update_time, s, steps
+            )
+            stats = self._evaluate()
+            offline_result = {**evaluation.dsrl_metrics(stats, task, thresholds), **evaluation.safety_metrics(stats)}
+            self.metrics_log.write(steps, {"env_steps": 0.0, **_eval_values(stats, task, self.cost_limit)})
+        else:
+            offline_result = state["offline_result"]
+        loop = OnlineLoop(self.algo, task.env_id, self.data, s.seed, s.online_envs, wrap_env=wrap_env)
+        if state is not None:
+            loop.load_state_dict(state["loop"])
+            log.info("resuming the online phase at env step %d of %d", loop.env_steps, s.online_steps)
+        every_eval = s.online_eval_every or max(s.online_steps // 10, 1)
+        bar = ProgressBar(s.progress, s.online_steps, f"{s.algo} online", completed=loop.env_steps)
+        seg_start, t_log, updates_at_log = time.perf_counter(), time.perf_counter(), loop.updates
+        episodes_at_log = len(loop.episode_returns)
+        metrics: dict[str, torch.Tensor] = {}
+        final_stats, ckpt_due = None, None
+        try:
+            while loop.env_steps < s.online_steps:
+                before = loop.env_steps
+                metrics = loop.step() or metrics
+                now = loop.env_steps
+                bar.advance(now - before)
+                last = now >= s.online_steps
+
+                def crossed(every: int, now: int = now, before: int = before, last: bool = last) -> bool:
+                    return last or now // every > before // every
+
+                log_now, eval_now = crossed(s.log_every), crossed(every_eval)
+                if crossed(s.checkpoint_every) and ckpt_due is None:
+                    ckpt_due = now
+                # checkpoints wait for the next episode boundary (exact resume), at most one episode per env
+                ckpt_now = ckpt_due is not None and (
+                    loop.at_episode_boundary or last or now - ckpt_due >= task.max_episode_steps * s.online_envs
+                )
+                if not (log_now or eval_now or ckpt_now):
+                    continue
+                values = _check_finite(metrics, self.algo, steps + now, None, self.run_dir) if metrics else {}
+                t = time.perf_counter()
+                new_returns = loop.episode_returns[episodes_at_log:]
+                new_costs = loop.episode_costs[episodes_at_log:]
+                values.update(
+                    {
+                        "env_steps": float(now),
+                        "online/updates": float(loop.updates),
+                        "online/updates_per_s": (loop.updates - updates_at_log) / max(t - t_log, 1e-9),
+                        "online/total_cost": loop.total_cost,
+                        "online/interventions": float(loop.interventions),
+                    }
+                )
+                if new_returns:
+                    values["online/episode_reward"] = float(np.mean(new_returns))
+                    values["online/episode_cost"] = float(np.mean(new_costs))
+                t_log, updates_at_log, episodes_at_log = t, loop.updates, len(loop.episode_returns)
+                if eval_now:
+                    stats = self._evaluate()
+                    values.update(_eval_values(stats, task, self.cost_limit))
+                    final_stats = stats if last else None
+                    bar.advance(0, status=f"reward={values['eval/reward']:.3g} cost={values['eval/cost']:.3g}")
+                self.metrics_log.write(steps + now, values)
+                if ckpt_now:
+                    ckpt_due = None
+                    now_elapsed = elapsed + time.perf_counter() - seg_start
+                    extra = {"online": {"loop": loop.state_dict(), "offline_result": offline_result}}
+                    _save_checkpoint(ckpt_path, self.algo, sampler, steps, now_elapsed, update_time, s, steps, extra)
+        finally:
+            bar.close()
+            loop.close()
+        elapsed += time.perf_counter() - seg_start
+        info = {
+            "offline_steps": steps,
+            "online_steps": loop.env_steps,
+            "online_updates": loop.updates,
+            "online_episodes": len(loop.episode_returns),
+            "online_total_cost": loop.total_cost,
+            "online_interventions": loop.interventions,
+            "offline": offline_result,
+        }
+        return final_stats, info, elapsed
 
 
 def _eval_values(stats: evaluation.RolloutStats, task: TaskSpec, cost_limit: float) -> dict[str, float]:
@@ -435,9 +677,12 @@ def _eval_values(stats: evaluation.RolloutStats, task: TaskSpec, cost_limit: flo
     }
 
 
-def _save_checkpoint(path, algo, sampler, step, elapsed, update_time, s: RunSettings, steps: int) -> None:
+def _save_checkpoint(
+    path, algo, sampler, step, elapsed, update_time, s: RunSettings, steps: int, extra: dict | None = None
+) -> None:
     _save_atomic(
         {
+            **(extra or {}),
             "step": step,
             "algo": algo.state_dict(),
             "rng": {

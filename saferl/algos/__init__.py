@@ -3,6 +3,7 @@
 from saferl.algos import (
     bc,  # noqa: F401  (registers bc_all, bc_safe)
     bcq_lag,  # noqa: F401
+    calql,  # noqa: F401  (registers calql, sac_ft)
     cdt,  # noqa: F401
     coptidice,  # noqa: F401
     cpq,  # noqa: F401
@@ -14,13 +15,14 @@ from saferl.algos import (
     td3bc,  # noqa: F401
     vocbf,  # noqa: F401
 )
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, O2OConfig
 from saferl.algos.registry import REGISTRY, UnknownAlgorithmError, get_algorithm, register
 
 __all__ = [
     "AlgoConfig",
     "AlgoContext",
     "Algorithm",
+    "O2OConfig",
     "REGISTRY",
     "UnknownAlgorithmError",
     "get_algorithm",

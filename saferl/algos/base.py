@@ -36,12 +36,34 @@ class AlgoConfig:
     steps: int = 100_000  # default training length of this algorithm (``steps=`` overrides)
 
 
+@dataclass
+class O2OConfig(AlgoConfig):
+    """Fields of offline→online algorithms: how the online phase (``online_steps=`` env steps) runs.
+
+    ``online_offline_ratio``: share of each online batch drawn from the offline dataset; 0 = online data only
+    (a fresh buffer), a value in (0, 1) = that fixed share (Cal-QL's mixing ratio), −1 = one buffer holding
+    the offline data followed by the online data, sampled uniformly (IQL / FamO2O fine-tuning).
+    """
+
+    online_buffer_size: int = 1_000_000  # online transitions kept (FIFO)
+    online_offline_ratio: float = -1.0
+    online_warmup: int = 0  # env steps collected with the pretrained policy before the first online update
+    updates_per_step: float = 1.0  # gradient updates per env step (UTD)
+
+
 class Algorithm(nn.Module):
     """Base class: networks are submodules; optimizers live in ``self.optimizers`` so that
-    ``state_dict`` captures everything a resumed run needs."""
+    ``state_dict`` captures everything a resumed run needs.
+
+    Offline→online algorithms set ``online_mode``: ``"off_policy"`` (the loop keeps a replay buffer, calls
+    ``explore`` for every env step and ``online_update(batch)`` ``updates_per_step`` times per step) or
+    ``"on_policy"`` (the loop collects whole episodes, at least ``config.rollout_steps`` env steps, and calls
+    ``online_update(rollout)`` with them as an `OfflineDataset`). ``start_online`` runs once at the switch.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+    online_mode: ClassVar[str | None] = None  # None: offline only
 
     def __init__(self, config: AlgoConfig, ctx: AlgoContext):
         super().__init__()
@@ -80,6 +102,21 @@ class Algorithm(nn.Module):
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions for a batch of observation tensors."""
         raise NotImplementedError
+
+    # -- offline→online hooks (used only when ``online_mode`` is set) -------------------------------
+    def start_online(self, offline: OfflineDataset) -> None:
+        """Called when the online phase begins, and again when a run resumes in it (so: idempotent):
+        switch schedules to their online values, keep a reference to the offline data, …"""
+
+    def explore(self, obs: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The action taken in the env while collecting online data (default: a policy sample).
+        ``timesteps`` (int64 [B]) is each env's step index within its episode, for finite-horizon policies
+        with one network per step (HNPG); such algorithms also offer ``episodic_policy()`` for evaluation."""
+        return self.policy(obs, deterministic=False)
+
+    def online_update(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One online update: a replay `Batch` (off-policy) or a rollout `OfflineDataset` (on-policy)."""
+        return self.update(batch)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:

@@ -7,6 +7,9 @@ SAC with twin critics and automatic entropy tuning, plus the CQL(H) regulariser 
 (importance-sampled log-sum-exp over 10 uniform, 10 current-policy and 10 next-policy actions, all evaluated
 at s). With `lagrange=true` α_cql is tuned so that the gap stays at `target_action_gap`. States are
 normalised with the dataset's statistics; networks use orthogonal initialisation (CORL).
+
+Online fine-tuning (``online_steps=``) keeps the same update on batches that mix offline and online data
+half and half (the Cal-QL paper's CQL baseline); ``online_cql=false`` drops the regulariser online (SAC).
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, orthogonal_init_, soft_update
 
 
 @dataclass
-class CQLConfig(AlgoConfig):
+class CQLConfig(O2OConfig):
     batch_size: int = 256
     steps: int = 100_000
     hidden: tuple[int, ...] = (256, 256, 256)
@@ -44,6 +47,8 @@ class CQLConfig(AlgoConfig):
     normalize_obs: bool = True
     orthogonal_init: bool = True
     reward_scale: float = 1.0
+    online_cql: bool = True  # keep the conservative regulariser during online fine-tuning
+    online_offline_ratio: float = 0.5  # Cal-QL's mixing ratio, also used for CQL fine-tuning there
 
 
 def cql_gap(q_data: torch.Tensor, q_ood: torch.Tensor, temp: float) -> torch.Tensor:
@@ -54,6 +59,7 @@ def cql_gap(q_data: torch.Tensor, q_ood: torch.Tensor, temp: float) -> torch.Ten
 @register("cql")
 class CQL(Algorithm):
     Config = CQLConfig
+    online_mode = "off_policy"
 
     def __init__(self, config: CQLConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
@@ -76,11 +82,19 @@ class CQL(Algorithm):
             self.optimizers["alpha_cql"] = adam([self.log_alpha_cql], lr=config.critic_lr)
         # log density of the uniform proposal over the action box (importance sampling)
         self.uniform_log_density = -float(torch.log(2 * self.actor.scale.half_range).sum())
+        self.online = False  # set by start_online; with online_cql=false the regulariser is off from then on
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         if self.config.normalize_obs:
             self.obs_norm.fit(data.observations)
         return data
+
+    def start_online(self, offline: OfflineDataset) -> None:
+        self.online = True
+
+    def policy_q_floor(self, batch: Batch) -> torch.Tensor | None:
+        """Lower bound for the policy-action Q-values inside the regulariser (None for CQL; Cal-QL's hook)."""
+        return None
 
     def _repeated_policy(self, obs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n policy samples per state: actions [B, n, A], log-probs [B, n]."""
@@ -126,6 +140,12 @@ class CQL(Algorithm):
         q_data = self.critic(obs, act)
         loss_td = (q_data - target.unsqueeze(0)).pow(2).mean(dim=1)
 
+        if self.online and not cfg.online_cql:  # plain SAC fine-tuning
+            loss_q = loss_td.sum()
+            optimize(self.optimizers["critic"], loss_q)
+            soft_update(self.critic_target.parameters(), self.critic.parameters(), cfg.tau)
+            return {"critic_loss": loss_q.detach(), "actor_loss": loss_pi.detach(), "alpha": alpha}
+
         # CQL regulariser: push down a soft maximum over out-of-data actions, push up the data action
         n = cfg.cql_n_actions
         with torch.no_grad():
@@ -137,6 +157,10 @@ class CQL(Algorithm):
             self._q_at(obs, cur_act.detach()),
             self._q_at(obs, nxt_act.detach()),
         )
+        floor = self.policy_q_floor(batch)
+        if floor is not None:  # Cal-QL: policy actions are never pushed below the reference value
+            q_cur = torch.maximum(q_cur, floor.view(1, -1, 1))
+            q_nxt = torch.maximum(q_nxt, floor.view(1, -1, 1))
         if cfg.importance_sample:
             q_ood = torch.cat(
                 [q_rand - self.uniform_log_density, q_nxt - nxt_logp.detach(), q_cur - cur_logp.detach()], dim=-1

@@ -170,7 +170,7 @@ def _xavier_init_(module: nn.Module) -> None:
 
 
 def _rows(batch: Batch, sl: slice) -> Batch:
-    return Batch(*(x[sl] for x in batch))
+    return Batch(*(None if x is None else x[sl] for x in batch))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,11 @@
     π  ← argmax E[ exp(β·(Q̄(s, a) − V(s))) · log π(a|s) ]      weights clipped at 100 (CORL)
 
 Never queries Q outside the dataset's actions. Gaussian policy with a state-independent σ (CORL), cosine
-learning-rate decay for the actor over the run (CORL), Polyak target critics.
+learning-rate decay for the actor over the offline run (CORL), Polyak target critics.
+
+Online fine-tuning (``online_steps=``, CORL's `finetune/iql.py` protocol): the same update on one buffer that
+holds the offline data followed by the online data, one update per env step; the actor's learning rate is
+back at ``actor_lr`` and constant online (the offline cosine schedule ends at zero).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
 from saferl.algos.registry import register
-from saferl.data import Batch
+from saferl.data import Batch, OfflineDataset
 from saferl.nn import GaussianActor, QEnsemble, ValueNet, expectile_loss, soft_update
 
 
 @dataclass
-class IQLConfig(AlgoConfig):
+class IQLConfig(O2OConfig):
     batch_size: int = 256
     steps: int = 100_000
     hidden: tuple[int, ...] = (256, 256)
@@ -56,6 +60,7 @@ def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torc
 @register("iql")
 class IQL(Algorithm):
     Config = IQLConfig
+    online_mode = "off_policy"
 
     def __init__(self, config: IQLConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
@@ -69,6 +74,12 @@ class IQL(Algorithm):
         self.optimizers["v"] = adam(self.v.parameters(), lr=config.value_lr)
         self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
         self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], config.steps)
+        self.online = False
+
+    def start_online(self, offline: OfflineDataset) -> None:
+        self.online = True
+        for group in self.optimizers["actor"].param_groups:
+            group["lr"] = self.config.actor_lr
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -98,7 +109,8 @@ class IQL(Algorithm):
             bc = -self.actor.log_prob(obs, act)
         loss_pi = (weights * bc).mean()
         optimize(self.optimizers["actor"], loss_pi)
-        self.schedulers["actor"].step()
+        if not self.online:
+            self.schedulers["actor"].step()
         return {
             "value_loss": loss_v.detach(),
             "q_loss": loss_q.detach(),

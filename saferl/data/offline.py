@@ -21,6 +21,8 @@ class Batch(NamedTuple):
     next_observations: torch.Tensor
     terminals: torch.Tensor
     timeouts: torch.Tensor
+    # discounted Monte-Carlo return-to-go of each transition (Cal-QL); only batches that ask for it carry one
+    mc_returns: torch.Tensor | None = None
 
 
 # Field layout of the packed transition table (one gather per batch instead of seven).
@@ -100,17 +102,7 @@ class OfflineDataset:
         return self._packed
 
     def _split(self, rows: torch.Tensor) -> Batch:
-        o, a = self.obs_dim, self.act_dim
-        parts = torch.split(rows, [o, a, 1, 1, o, 1, 1], dim=1)
-        return Batch(
-            observations=parts[0],
-            actions=parts[1],
-            rewards=parts[2].squeeze(1),
-            costs=parts[3].squeeze(1),
-            next_observations=parts[4],
-            terminals=parts[5].squeeze(1),
-            timeouts=parts[6].squeeze(1),
-        )
+        return unpack_rows(rows, self.obs_dim, self.act_dim)
 
     def sample_indices(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform transition indices, drawn on the dataset's device."""
@@ -123,6 +115,20 @@ class OfflineDataset:
     def batch(self, indices: torch.Tensor) -> Batch:
         """The transitions at ``indices`` (one gather from the packed table)."""
         return self._split(self._table().index_select(0, indices.to(self.device)))
+
+    def mc_returns(self, gamma: float) -> torch.Tensor:
+        """Discounted return-to-go of every transition within its episode, float32 [N]:
+        G_t = r_t + γ·(1 − terminal_t)·G_{t+1}, with G = r at an episode's last transition (no bootstrap)."""
+        rewards = self.rewards.double().cpu().numpy()
+        cont = gamma * (1.0 - self.terminals.double().cpu().numpy())
+        out = np.empty_like(rewards)
+        starts = self.episode_starts.cpu().numpy()
+        for begin, end in zip(starts[:-1], starts[1:], strict=True):
+            acc = 0.0
+            for t in range(end - 1, begin - 1, -1):
+                acc = rewards[t] + cont[t] * acc
+                out[t] = acc
+        return torch.as_tensor(out, dtype=torch.float32, device=self.device)
 
     @property
     def is_initial(self) -> torch.Tensor:
@@ -158,6 +164,29 @@ class OfflineDataset:
             "cost_return_min": float(cost.min()),
             "cost_return_max": float(cost.max()),
         }
+
+
+def unpack_rows(rows: torch.Tensor, obs_dim: int, act_dim: int) -> Batch:
+    """Split packed transition rows (the `_FIELDS` layout, optionally + one MC-return column) into a `Batch`."""
+    o, a = obs_dim, act_dim
+    sizes = [o, a, 1, 1, o, 1, 1]
+    extra = rows.shape[1] - sum(sizes)
+    parts = torch.split(rows, sizes + ([extra] if extra else []), dim=1)
+    return Batch(
+        observations=parts[0],
+        actions=parts[1],
+        rewards=parts[2].squeeze(1),
+        costs=parts[3].squeeze(1),
+        next_observations=parts[4],
+        terminals=parts[5].squeeze(1),
+        timeouts=parts[6].squeeze(1),
+        mc_returns=parts[7].squeeze(1) if extra else None,
+    )
+
+
+def packed_width(obs_dim: int, act_dim: int) -> int:
+    """Columns of one packed transition row (without an MC-return column)."""
+    return 2 * obs_dim + act_dim + 4
 
 
 def load(
