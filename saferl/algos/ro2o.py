@@ -1,0 +1,234 @@
+"""RO2O (Wen et al., "Towards Robust Offline-to-Online RL via Uncertainty and Smoothness", JAIR, arXiv 2309.16973).
+
+Defaults and losses from the authors' code (`BattleWen/RO2O`, ``algorithms/offline/ro2o_mujoco.py`` offline,
+``algorithms/finetune/ro2o_ft_mujoco.py`` online). SAC with an N-critic ensemble and a min-target (SAC-N),
+plus three regularisers built from uniformly perturbed states ŝ_j = s + δ_j, δ_j ~ U[−ε, ε]^{|S|}
+(j = 1..n, one set of n offsets shared by the whole batch, a fresh set per regulariser and update; the
+perturbation is applied to the *normalised* state, as the authors normalise the dataset first):
+
+    y        = r + γ(1 − d)·(min_i Q̄_i(s', a') − α·log π(a'|s')),   a' ~ π(s')
+    L_TD     = Σ_i E_b[(Q_i(s, a) − y)²]
+    Δ_ij     = Q_i(ŝ_j, a) − Q_i(s, a)                                   (value smoothness, ε_Q)
+    L_smooth = η₁ · E_b max_j mean_i[(1 − τ_s)·max(Δ_ij, 0)² + τ_s·min(Δ_ij, 0)²]
+    L_ood    = β_ood · mean_{i,b,j}(Q_i(ŝ_j, â_j) − sg[Q_i(ŝ_j, â_j) − α_u·std_k Q_k(ŝ_j, â_j)])²,  â_j ~ π(ŝ_j)
+    L_Q      = L_TD + L_smooth + L_ood
+    L_π      = E_b[α·log π(a|s) − min_i Q_i(s, a)]
+               + β_policy · E_b max_j [KL(N_s ‖ N_ŝj) + KL(N_ŝj ‖ N_s)]      (policy smoothness, ε_P;
+                                                                         N = the pre-tanh Gaussian)
+    α tuned towards entropy −|A|;  update order α → actor → critic → target (EDAC/CORL order)
+
+τ_s = 0.2 < 0.5 penalises a Q *increase* under perturbation four times more than a decrease; the OOD term
+pulls Q down by α_u·(ensemble std) on perturbed states, with α_u decaying linearly from
+`q_ood_uncertainty_reg` to `q_ood_uncertainty_reg_min` (one decay step per update).
+
+Online phase (``online_update``): the authors' README runs fine-tuning with α_u fixed at its minimum (decay 0);
+`start_online` sets it there. Fine-tuning uses a fresh online-only FIFO buffer of 250k transitions, 2,500
+env steps collected with the pretrained (stochastic) policy before the first update, then one update per env
+step. The paper keeps the same objective online (the default); `online_regularizers=false` gives the variant
+of one stored version of the authors' fine-tuning script (commit 26ad528), where the online losses are plain
+SAC-N (L_TD and the SAC actor loss only).
+
+The paper trains 2.5M offline steps (2500 epochs × 1000); ``steps`` defaults to 100k like the other
+algorithms here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.registry import register
+from saferl.algos.sac_n import ensemble_td_loss
+from saferl.data import Batch, OfflineDataset
+from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, soft_update
+
+
+@dataclass
+class RO2OConfig(O2OConfig):
+    batch_size: int = 256
+    steps: int = 100_000  # the paper: 2.5M offline updates
+    # online phase (ro2o_ft_mujoco.py: memory_size, train_starts, one update per env step, no offline replay)
+    online_buffer_size: int = 250_000
+    online_offline_ratio: float = 0.0
+    online_warmup: int = 2_500
+    updates_per_step: float = 1.0
+    online_regularizers: bool = True  # false: plain SAC-N losses online (authors' commit 26ad528)
+    # SAC-N part
+    hidden: tuple[int, ...] = (256, 256, 256)
+    num_critics: int = 10
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 5e-3
+    reward_scale: float = 1.0
+    normalize_obs: bool = True
+    edac_init: bool = True
+    # RO2O regularisers
+    sample_size: int = 20  # n perturbations per state
+    q_smooth_eps: float = 0.01  # ε_Q
+    q_smooth_tau: float = 0.2  # τ_s
+    beta_q_smooth: float = 1e-4  # η₁ (hard-coded in the authors' code)
+    ood_smooth_eps: float = 0.01  # ε_ood
+    beta_ood: float = 0.1  # η₂
+    q_ood_uncertainty_reg: float = 1.0  # α_u at the start
+    q_ood_uncertainty_reg_min: float = 0.1  # α_u floor (and its value online)
+    q_ood_uncertainty_decay: float = 5e-7  # α_u decrease per update
+    policy_smooth_eps: float = 0.01  # ε_P
+    beta_policy: float = 1.0  # η₃
+
+
+def perturb(obs: torch.Tensor, n: int, eps: float) -> torch.Tensor:
+    """n perturbed copies of every state, ``[n·B, S]``; row j·B + b is s_b + δ_j, δ_j ~ U[−ε, ε]^S shared
+    across the batch (the authors draw ``size × dim S`` offsets and repeat them over the batch)."""
+    delta = (torch.rand(n, 1, obs.shape[-1], device=obs.device, dtype=obs.dtype) * 2 - 1) * eps
+    return (obs.unsqueeze(0) + delta).reshape(-1, obs.shape[-1])
+
+
+def asymmetric_smoothness(q_clean: torch.Tensor, q_perturbed: torch.Tensor, tau: float) -> torch.Tensor:
+    """Value smoothness: E_b max_j mean_i[(1 − τ)·max(Δ, 0)² + τ·min(Δ, 0)²], Δ_ij = Q_i(ŝ_j) − Q_i(s).
+
+    ``q_clean`` is ``[E, B]``, ``q_perturbed`` ``[E, n, B]``; with τ < 0.5 increases of Q under perturbation
+    cost more than decreases (ro2o_mujoco.py ``get_qf_loss``).
+    """
+    diff = q_perturbed - q_clean.unsqueeze(1)
+    per_offset = ((1 - tau) * diff.clamp(min=0).square() + tau * diff.clamp(max=0).square()).mean(0)  # [n, B]
+    return per_offset.amax(0).mean()
+
+
+def ood_uncertainty_loss(q_ood: torch.Tensor, alpha_u: torch.Tensor | float) -> torch.Tensor:
+    """MSE of ``q_ood`` ``[E, N]`` to the fixed target Q − α_u·std_ensemble(Q): pushes Q down on perturbed
+    states by an amount proportional to the ensemble's disagreement (ro2o_mujoco.py ``get_ood_loss``)."""
+    target = (q_ood - alpha_u * q_ood.std(0)).detach()
+    return (q_ood - target).square().mean()
+
+
+def symmetric_kl(p: Normal, q: Normal) -> torch.Tensor:
+    """KL(p ‖ q) + KL(q ‖ p) of diagonal Gaussians, summed over the last (action) dimension."""
+    return (kl_divergence(p, q) + kl_divergence(q, p)).sum(-1)
+
+
+def policy_smoothness(actor: TanhGaussianActor, obs: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """E_b max_j symmetric KL between the pre-tanh Gaussians at s and at ŝ_j (``perturbed`` is ``[n·B, S]``
+    from `perturb`); gradients flow through both sides, as in ro2o_mujoco.py ``get_policy_loss``."""
+    n = perturbed.shape[0] // obs.shape[0]
+    clean, noisy = actor.distribution(obs), actor.distribution(perturbed)
+    clean = Normal(clean.loc.repeat(n, 1), clean.scale.repeat(n, 1))  # row j·B + b ↔ state b
+    return symmetric_kl(clean, noisy).view(n, obs.shape[0]).amax(0).mean()
+
+
+@torch.no_grad()
+def edac_init_(module: nn.Module, last_range: float) -> None:
+    """EDAC's initialisation (used by the authors): hidden biases 0.1, last layer U(−r, r) (actor 1e-3,
+    critic 3e-3). Works for MLP and EnsembleMLP."""
+    layers = [m for m in module.modules() if hasattr(m, "weight") and m.weight.dim() >= 2]
+    for layer in layers[:-1]:
+        nn.init.constant_(layer.bias, 0.1)
+    nn.init.uniform_(layers[-1].weight, -last_range, last_range)
+    nn.init.uniform_(layers[-1].bias, -last_range, last_range)
+
+
+@register("ro2o")
+class RO2O(Algorithm):
+    Config = RO2OConfig
+    online_mode = "off_policy"
+
+    def __init__(self, config: RO2OConfig, ctx: AlgoContext):
+        super().__init__(config, ctx)
+        o, a, h = ctx.obs_dim, ctx.act_dim, config.hidden
+        self.obs_norm = Normalizer(o).to(ctx.device)
+        # log σ clipped to [−5, 2] (EDAC's range, kept by the authors) instead of SAC's [−20, 2]
+        self.actor = TanhGaussianActor(o, a, ctx.action_low, ctx.action_high, h, log_std_min=-5.0).to(ctx.device)
+        self.critic = QEnsemble(o, a, config.num_critics, h).to(ctx.device)
+        if config.edac_init:
+            edac_init_(self.actor.net, 1e-3)
+            edac_init_(self.critic.net, 3e-3)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=ctx.device))
+        self.target_entropy = -float(a)
+        # α_u lives in a buffer: checkpointed with the networks, decayed in place without a host sync
+        self.register_buffer("ood_uncertainty", torch.tensor(float(config.q_ood_uncertainty_reg), device=ctx.device))
+        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
+        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
+        self.optimizers["alpha"] = adam([self.log_alpha], lr=config.alpha_lr)
+
+    def prepare(self, data: OfflineDataset) -> OfflineDataset:
+        # dataset mean/std, kept for the online phase too (the fine-tuning script normalises with them)
+        if self.config.normalize_obs:
+            self.obs_norm.fit(data.observations)
+        return data
+
+    def start_online(self, offline: OfflineDataset) -> None:
+        # authors' README: fine-tune with q_ood_uncertainty_reg = reg_min and decay 0 (at the floor, decay is a no-op)
+        self.ood_uncertainty.fill_(self.config.q_ood_uncertainty_reg_min)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._update(batch, regularize=True)
+
+    def online_update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self._update(batch, regularize=self.config.online_regularizers)
+
+    def _update(self, batch: Batch, regularize: bool) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        self.num_updates += 1
+        obs, next_obs = self.obs_norm(batch.observations), self.obs_norm(batch.next_observations)
+        act, reward = batch.actions, batch.rewards * cfg.reward_scale
+        n = cfg.sample_size
+        metrics: dict[str, torch.Tensor] = {}
+
+        # temperature, then actor (EDAC/CORL order)
+        new_act, logp = self.actor(obs)
+        loss_alpha = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        optimize(self.optimizers["alpha"], loss_alpha)
+        alpha = self.log_alpha.exp().detach()
+        loss_sac = (alpha * logp - self.critic(obs, new_act).amin(0)).mean()
+        loss_pi = loss_sac
+        if regularize:
+            smooth_pi = policy_smoothness(self.actor, obs, perturb(obs, n, cfg.policy_smooth_eps))
+            loss_pi = loss_pi + cfg.beta_policy * smooth_pi
+            metrics["policy_smooth_loss"] = smooth_pi.detach()
+        optimize(self.optimizers["actor"], loss_pi)
+
+        # critic ensemble: TD to the min-target (+ value smoothness and OOD penalty on perturbed states)
+        with torch.no_grad():
+            next_act, next_logp = self.actor(next_obs)
+            q_next = self.critic_target(next_obs, next_act).amin(0) - alpha * next_logp
+            target = reward + cfg.gamma * (1.0 - batch.terminals) * q_next
+        q_data = self.critic(obs, act)
+        loss_td = ensemble_td_loss(q_data, target)
+        loss_q = loss_td
+        if regularize:
+            b = obs.shape[0]
+            # one critic call over all n·B perturbed rows; Q(s, a) keeps its gradient (authors' get_qf_loss)
+            q_pert = self.critic(perturb(obs, n, cfg.q_smooth_eps), act.repeat(n, 1)).view(-1, n, b)
+            smooth_q = asymmetric_smoothness(q_data, q_pert, cfg.q_smooth_tau)
+            ood_obs = perturb(obs, n, cfg.ood_smooth_eps)
+            with torch.no_grad():
+                ood_act = self.actor(ood_obs, with_logprob=False)[0]
+            loss_ood = ood_uncertainty_loss(self.critic(ood_obs, ood_act), self.ood_uncertainty)
+            loss_q = loss_q + cfg.beta_q_smooth * smooth_q + cfg.beta_ood * loss_ood
+            metrics["q_smooth_loss"] = smooth_q.detach()
+            metrics["ood_loss"] = loss_ood.detach()
+            metrics["ood_uncertainty"] = self.ood_uncertainty.clone()
+            # linear decay of α_u to its floor, one step per update (authors: inside get_ood_loss)
+            self.ood_uncertainty.sub_(cfg.q_ood_uncertainty_decay).clamp_(min=cfg.q_ood_uncertainty_reg_min)
+        optimize(self.optimizers["critic"], loss_q)
+        soft_update(self.critic_target.parameters(), self.critic.parameters(), cfg.tau)
+        with torch.no_grad():
+            q_policy_std = self.critic(obs, new_act.detach()).std(0).mean()
+        metrics.update(
+            critic_loss=loss_td.detach(),
+            actor_loss=loss_sac.detach(),
+            alpha=alpha,
+            q_data=q_data.mean().detach(),
+            q_policy_std=q_policy_std,
+        )
+        return metrics
+
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.actor(self.obs_norm(obs), deterministic=deterministic, with_logprob=False)[0]
