@@ -9,6 +9,7 @@ from saferl.algos import (
     cpq,  # noqa: F401
     cql,  # noqa: F401
     edac,  # noqa: F401
+    famo2o,  # noqa: F401
     fisor,  # noqa: F401  (registers fisor, fisor_cpu)
     iql,  # noqa: F401
     ro2o,  # noqa: F401

@@ -3,7 +3,7 @@
 from saferl.nn.actors import ActionScale, DeterministicActor, GaussianActor, TanhGaussianActor
 from saferl.nn.critics import QEnsemble, ValueNet, aggregate, random_subset_min
 from saferl.nn.ensemble import EnsembleLinear, EnsembleMLP
-from saferl.nn.functional import expectile_loss, quantile_huber_loss, soft_update
+from saferl.nn.functional import expectile_loss, quantile_huber_loss, sinusoidal_embedding, soft_update
 from saferl.nn.lagrange import PIDLagrangian, per_step_cost_threshold
 from saferl.nn.mlp import MLP, activation, orthogonal_init_
 from saferl.nn.normalizer import Normalizer
@@ -29,5 +29,6 @@ __all__ = [
     "expectile_loss",
     "quantile_huber_loss",
     "random_subset_min",
+    "sinusoidal_embedding",
     "soft_update",
 ]

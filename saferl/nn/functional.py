@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -28,3 +29,17 @@ def soft_update(target: Iterable[torch.Tensor], source: Iterable[torch.Tensor], 
     """Polyak averaging ``target ← (1 − tau)·target + tau·source`` over parameter lists, in one fused op."""
     target, source = list(target), list(source)
     torch._foreach_lerp_(target, source, tau)
+
+
+def sinusoidal_embedding(x: torch.Tensor, dim: int = 6, base: float = 10_000.0) -> torch.Tensor:
+    """Transformer-style sin/cos code of a scalar per row (FamO2O's β embedding, ``sin_cos_skill_func``).
+
+    ``x`` is ``[B]`` or ``[B, 1]``; returns ``[B, dim]`` with ``emb[:, 2i] = sin(x / base^(2i/dim))`` and
+    ``emb[:, 2i+1] = cos(x / base^(2i/dim))`` for i = 0 … dim/2 − 1. ``dim`` must be even.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal_embedding needs an even dim, got {dim}")
+    x = x.reshape(-1, 1)
+    exponents = torch.arange(0, dim // 2, device=x.device, dtype=x.dtype) * (2.0 / dim)
+    angles = x * torch.exp(-math.log(base) * exponents)  # x / base^(2i/dim), [B, dim/2]
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
