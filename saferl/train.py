@@ -360,6 +360,8 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     seed_everything(s.seed)
     try:
         algo = algo_cls(algo_cfg, ctx)
+        if s.online_steps > 0:
+            algo.check_online()
     except ValueError as err:  # an algorithm that cannot run on this task says why
         raise SaferlError(str(err)) from None
     train_data = algo.prepare(data)

@@ -270,11 +270,12 @@ def test_safety_filter_corrects_online_actions_and_the_buffer_stores_them(point_
         (["algo=iql", "init_from=/nonexistent"], "also pass online_steps"),
         (["algo=iql", "steps=10", "offline_steps=20"], "disagree"),
         (["algo=iql", "env=hopper-velocity", "online_steps=100", "safety_filter=cbf"], "known barrier"),
+        (["algo=hnpg", "online_steps=100"], "short-horizon tasks such as combination-lock"),
     ],
 )
 def test_bad_online_settings_fail_before_a_run_directory_exists(tmp_path, point_dataset, args, message):
     with pytest.raises(SaferlError, match=message):
-        run_experiment(config(*args, f"runs_root={tmp_path}", *TINY))
+        run_experiment(config(*args, f"runs_root={tmp_path}", *TINY[2:]))  # no algo.* options: any algorithm
     assert not list(tmp_path.rglob("config.yaml"))
 
 

@@ -11,6 +11,7 @@ from saferl.algos import (
     edac,  # noqa: F401
     famo2o,  # noqa: F401
     fisor,  # noqa: F401  (registers fisor, fisor_cpu)
+    hnpg,  # noqa: F401
     iql,  # noqa: F401
     ro2o,  # noqa: F401
     sac_n,  # noqa: F401

@@ -108,6 +108,10 @@ class Algorithm(nn.Module):
         """Called when the online phase begins, and again when a run resumes in it (so: idempotent):
         switch schedules to their online values, keep a reference to the offline data, …"""
 
+    def check_online(self) -> None:
+        """Raise ValueError (with what to do instead) when this algorithm cannot fine-tune on ctx's task;
+        the training loop calls it before a run directory exists."""
+
     def explore(self, obs: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The action taken in the env while collecting online data (default: a policy sample).
         ``timesteps`` (int64 [B]) is each env's step index within its episode, for finite-horizon policies

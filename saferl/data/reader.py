@@ -51,8 +51,8 @@ def read_transitions(
     return arrays, has_costs
 
 
-def write_cache_from_buffers(path: Path, buffers: list[Any]) -> None:
-    """Write the load cache of a dataset just built from Minari ``EpisodeBuffer``s (no re-read)."""
+def flatten_buffers(buffers: list[Any], path: Path | None = None) -> tuple[dict[str, np.ndarray], bool]:
+    """The flat arrays of Minari ``EpisodeBuffer``s: what loading a dataset written from them returns."""
     episodes = [
         {
             "observations": np.asarray(b.observations),
@@ -64,7 +64,12 @@ def write_cache_from_buffers(path: Path, buffers: list[Any]) -> None:
         }
         for b in buffers
     ]
-    arrays, has_costs = _flatten(path, episodes)
+    return _flatten(path or Path("<in-memory episodes>"), episodes)
+
+
+def write_cache_from_buffers(path: Path, buffers: list[Any]) -> None:
+    """Write the load cache of a dataset just built from Minari ``EpisodeBuffer``s (no re-read)."""
+    arrays, has_costs = flatten_buffers(buffers, path)
     key = _cache_key(path, minari_io.read_metadata(path))
     _write_cache(path / CACHE_DIR / f"transitions-{key}.npz", dict(arrays, has_costs=np.asarray(has_costs)))
 

@@ -17,12 +17,15 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from minari.data_collector import EpisodeBuffer
 
 from saferl.console import ProgressBar
 from saferl.data import behaviour, minari_io, reader
+from saferl.data.offline import OfflineDataset
 from saferl.data.sb3_recipe import BUDGETS, SB3Recipe, build_sb3
 from saferl.envs import get_task
+from saferl.envs.comb_lock import GOOD, CombinationLockEnv
 from saferl.envs.hazard_nav import BOAT_ROBOT, POINT_ROBOT, NavGeometry
 
 
@@ -103,7 +106,36 @@ def _nav_recipe(task: str, geometry: NavGeometry, policy, episodes: int, descrip
     )
 
 
-RECIPES: dict[str, Recipe] = {
+@dataclass(frozen=True)
+class LockRecipe:
+    """The combination lock's offline data: the authors' ε-greedy expert (`collect_offline.py`).
+
+    At every step the expert puts a one-hot on the lock's correct arm for the current latent state (the authors
+    use B's arm in the bad state C too, where nothing matters); with probability ε it plays a uniformly random
+    vector in [0, 1]^10 instead (``np.random.rand(action_dim)``). ε = 1/H as in the paper.
+    """
+
+    dataset_id: str
+    task: str
+    episodes: int
+    seed: int
+    version: int
+    description: str
+    epsilon: float | None = None  # None: 1/H
+
+
+def lock_expert_action(env: CombinationLockEnv, rng: np.random.Generator, epsilon: float) -> tuple[np.ndarray, bool]:
+    """One action of the ε-greedy expert (the authors' ``eps_greedy_actions``), drawn from ``rng``, and whether
+    it was the random one."""
+    action = np.zeros(env.action_dim, dtype=np.float32)
+    action[env.opt_actions[0 if env.latent == GOOD[0] else 1, env.h]] = 1.0
+    explore = bool(rng.random() < epsilon)
+    if explore:
+        action = rng.random(env.action_dim).astype(np.float32)
+    return action, explore
+
+
+RECIPES: dict[str, Recipe | LockRecipe] = {
     r.dataset_id: r
     for r in [
         _nav_recipe(
@@ -121,6 +153,19 @@ RECIPES: dict[str, Recipe] = {
             episodes=600,
             description="BoatRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious and random "
             "behaviour, 600 episodes",
+        ),
+        # The authors collect 50 000 episodes, but each HNPG iteration samples only N_online / H transitions per
+        # step (200 at H = 5). Minari writes every episode as its own HDF5 group (~4 ms each here), so 50 000
+        # episodes take minutes to write; 1 000 give 1 000 transitions per step (~450 of them still on a good
+        # chain at the last step) and build in a few seconds.
+        LockRecipe(
+            dataset_id=get_task("combination-lock").dataset_id,
+            task="combination-lock",
+            episodes=1000,
+            seed=0,
+            version=1,
+            description="CombinationLock (H = 5) ε-greedy expert, ε = 1/H, uniformly random action when exploring "
+            "(HNPG's collect_offline.py), 1000 episodes",
         ),
     ]
 }
@@ -190,7 +235,7 @@ _SB3_BY_ID: dict[str, SB3Recipe] = {i: r for r in SB3_RECIPES.values() for i in 
 _NAV_BUDGET_FRACTION = {"small": 0.2, "full": 1.0}
 
 
-def recipe_for(dataset_id: str) -> Recipe | SB3Recipe | None:
+def recipe_for(dataset_id: str) -> Recipe | LockRecipe | SB3Recipe | None:
     return RECIPES.get(dataset_id) or _SB3_BY_ID.get(dataset_id)
 
 
@@ -240,6 +285,60 @@ def collect(recipe: Recipe, seed: int, episodes: int, progress: bool = True) -> 
     return buffers, kinds
 
 
+def collect_lock(
+    recipe: LockRecipe, seed: int, episodes: int, progress: bool = True, **env_kwargs: Any
+) -> tuple[list[EpisodeBuffer], Counter]:
+    """Roll the ε-greedy expert out in the lock (``env_kwargs`` override the task's, e.g. ``horizon``)."""
+    spec = get_task(recipe.task)
+    env = gym.make(spec.env_id, disable_env_checker=True, **env_kwargs).unwrapped
+    epsilon = 1.0 / env.horizon if recipe.epsilon is None else recipe.epsilon
+    rng = np.random.default_rng(np.random.SeedSequence([seed, recipe.version]))
+    buffers: list[EpisodeBuffer] = []
+    kinds: Counter = Counter()
+    bar = ProgressBar(progress, episodes, f"collecting {recipe.dataset_id}")
+    for i in range(episodes):
+        env_seed = int(rng.integers(2**31 - 1))
+        obs, _ = env.reset(seed=env_seed)
+        observations, actions, rewards = [obs], [], []
+        for _ in range(env.horizon):
+            action, explore = lock_expert_action(env, rng, epsilon)
+            kinds["random-action" if explore else "greedy-action"] += 1
+            obs, reward, _, _, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=env_seed,
+                observations=np.asarray(observations, dtype=np.float32),
+                actions=np.asarray(actions, dtype=np.float32),
+                rewards=rewards,
+                terminations=[False] * (env.horizon - 1) + [True],
+                truncations=[False] * env.horizon,
+                infos={"cost": np.zeros(env.horizon + 1)},
+            )
+        )
+        bar.advance()
+    bar.close()
+    env.close()
+    return buffers, kinds
+
+
+def lock_dataset(
+    horizon: int, episodes: int, seed: int = 0, device: str | torch.device = "cpu", **env_kwargs: Any
+) -> OfflineDataset:
+    """The lock recipe's data for any horizon, in memory (no Minari files): for tests and benchmarks on
+    locks other than the registered H = 5 one."""
+    recipe = RECIPES[get_task("combination-lock").dataset_id]
+    buffers, _ = collect_lock(recipe, seed, episodes, progress=False, horizon=horizon, **env_kwargs)
+    arrays, _ = reader.flatten_buffers(buffers)
+    starts = torch.from_numpy(arrays.pop("episode_starts")).to(device)
+    tensors = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+    meta = {"dataset_id": f"combination-lock-H{horizon}/eps-greedy (in memory)", "env_id": recipe.task}
+    return OfflineDataset(**tensors, episode_starts=starts, metadata=meta)
+
+
 def build(
     dataset_id: str,
     seed: int | None = None,
@@ -271,9 +370,12 @@ def build(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     start = time.perf_counter()
-    buffers, kinds = collect(recipe, seed, episodes, progress)
+    if isinstance(recipe, LockRecipe):
+        buffers, kinds = collect_lock(recipe, seed, episodes, progress)
+    else:
+        buffers, kinds = collect(recipe, seed, episodes, progress)
     meta = {
-        "recipe": f"{recipe.task}/mixed",
+        "recipe": f"{recipe.task}/{dataset_id.rsplit('/', 1)[-1].rsplit('-v', 1)[0]}",
         "recipe_version": recipe.version,
         "seed": seed,
         "episodes": episodes,

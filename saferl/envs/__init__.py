@@ -17,7 +17,7 @@ def _register_all() -> None:
             gym.register(
                 id=task.env_id,
                 entry_point=task.entry_point,
-                max_episode_steps=task.max_episode_steps,
+                max_episode_steps=task.max_episode_steps if task.time_limit else None,
                 kwargs=dict(task.env_kwargs),
             )
 

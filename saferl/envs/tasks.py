@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from saferl.envs import hazard_nav, run_circle, velocity
+from saferl.envs import comb_lock, hazard_nav, run_circle, velocity
 
 
 class UnknownTaskError(KeyError):
@@ -41,6 +41,13 @@ class TaskSpec:
     drift: Callable[[Any], Any] | None = field(default=None, repr=False)
     control_matrix: Callable[[Any], Any] | None = field(default=None, repr=False)
     dt: float | None = None
+    # Tasks whose observation encodes the step index within the episode (the combination lock) say how to read
+    # it (batched, numpy or torch → int64), so finite-horizon policies with one network per step (HNPG) can
+    # act from observations alone.
+    timestep: Callable[[Any], Any] | None = field(default=None, repr=False)
+    # False for tasks that end every episode themselves (terminated) within max_episode_steps: they are
+    # registered without gymnasium's TimeLimit, which would also flag their last step as truncated.
+    time_limit: bool = True
 
     def f(self, obs: Any) -> Any:
         if self.drift is None:
@@ -147,6 +154,26 @@ TASKS: dict[str, TaskSpec] = {
         _velocity_task("Ant"),
         _velocity_task("Humanoid"),
         *(_run_circle_task(name, _RUN_CIRCLE_REFERENCE.get(name)) for name in run_circle.ENV_SPECS),
+        TaskSpec(
+            name="combination-lock",
+            env_id="saferl/CombinationLock-v0",
+            entry_point="saferl.envs.comb_lock:CombinationLockEnv",
+            env_kwargs={"horizon": comb_lock.DEFAULT_HORIZON},
+            max_episode_steps=comb_lock.DEFAULT_HORIZON,
+            # No constraint: the cost is always 0, so the strictest limit κ = 0 is met by every policy
+            # (DSRL's normalised cost (0 + 1)/(0 + 1) = 1 ≤ 1).
+            cost_thresholds=(0.0,),
+            default_cost_limit=0.0,
+            dataset_id="saferl/CombinationLock/eps-greedy-v0",
+            # episode returns lie in {0, 0.1, 1}: 0 and 1 are the reference dataset's min and max
+            reward_min=0.0,
+            reward_max=1.0,
+            timestep=comb_lock.timestep,
+            time_limit=False,  # every episode terminates after exactly `horizon` steps
+            description="HNPG's continuous combination lock: H = 5 steps, 10 arms picked by softmax(a/0.1), "
+            "reward 1 only for the right arm at every step, Hadamard-rotated noisy observations, no cost "
+            "(other horizons: gymnasium.make(id, horizon=H))",
+        ),
     ]
 }
 

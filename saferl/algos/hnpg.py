@@ -1,0 +1,646 @@
+"""HNPG, Hybrid Natural Policy Gradient (Zhou, Sekhari, Song & Sun, "Offline Data Enhanced On-Policy Policy
+Gradient with Provable Guarantees", ICLR 2024). Defaults and every step below follow the authors' `trpo.py`,
+`models.py`, `utils.py` and `main.py` (`YifeiZhou02/HNPG`, flags ``FINITE = HYBRID = True``).
+
+Finite horizon H with one policy π_h and one critic Q_h per step h, γ = 1 (the code sets ``self.gamma = 1``).
+One iteration, given an on-policy rollout of ≥ ``rollout_steps`` env steps (whole episodes):
+
+1. G_t = Σ_{t' ≥ t} r_t' (Monte-Carlo return-to-go); for every h, n_off = N_on / H offline transitions at
+   step h, drawn with replacement.
+2. Hybrid fitted policy evaluation (HPE), backwards h = H−1 … 0, ``critic_steps`` = 30 Adam steps (lr 3e-4,
+   a fresh optimiser every time, as ``update_q``) on
+
+       L_h = mean_on (Q_h(s, a) − G)²  +  mean_off (Q_h(s, a) − y)²,
+       y   = r + Q_{h+1}(s', a'),  a' ~ π_{h+1}(s')        (y = r at h = H − 1; one sample, no target net)
+
+3. V_h(s) = mean of Q_h(s, a) over 10 draws a ~ π_h(s). On-policy advantages: GAE(γ = 1, λ = 0.97) with V.
+   Offline advantages: A = Q_h(s, a) − V_h(s) with a fresh a ~ π_h(s) (the dataset action is not used).
+4. One TRPO step per h on the on-policy and offline (s, a, A) together:
+
+       max_θ  mean A·π_θ(a|s)/π_old(a|s)   s.t.   mean KL(π_old(·|s) ‖ π_θ(·|s)) ≤ δ = 0.01
+
+   natural-gradient direction x from 10 conjugate-gradient steps on (F + 0.1·I)x = −∇L, scaled so that
+   ½ xᵀFx = δ, then up to 10 halvings until the surrogate improves by more than 10 % of its linear prediction.
+
+``hybrid=False`` drops the offline data from 1–4 (``HYBRID = False``): on-policy NPG/TRPO with a Monte-Carlo
+fitted critic, the baseline whose sample complexity HNPG improves on.
+
+Networks (``models.py``): π_h = N(μ_h(s), diag σ_h²), μ_h an obs→16→16 tanh MLP whose output layer starts
+×0.1 (bias 0), state-independent log σ_h starting at 0; Q_h an (obs+act)→64→64 tanh MLP, output layer ×0.1.
+The H per-step networks are one `EnsembleMLP` each (member h = step h): every batched computation runs all
+steps at once on a ``[H, n, ·]`` layout (samples grouped by step), the TRPO step included (its Fisher matrix is
+block-diagonal over h, so conjugate gradient and the line search run per row of a ``[H, n_params]`` matrix).
+Only the critic fit loops over h, because Q_h's offline targets need the freshly fitted Q_{h+1}.
+
+Differences from the authors' code (none changes an iteration on the lock except the first, which saferl's
+online loop forces, and the KL guard, which rarely binds):
+
+* The online loop clips actions to the env's box before stepping and storing them (the authors' env takes the
+  raw Gaussian sample). Log-likelihoods are therefore those of the *clipped* Gaussian (Fujita & Maeda, ICML
+  2018, "Clipped Action Policy Gradient"): the density inside the box, the tail mass Φ at a bound. This is the
+  exact likelihood of what was executed; inside the box it is the authors' Gaussian density. Critics are
+  evaluated at clipped policy actions for the same reason.
+* The line search also rejects steps whose KL exceeds 1.5·δ (OpenAI baselines' TRPO check); the authors'
+  accepts on surrogate improvement alone.
+* Offline TD targets are multiplied by (1 − terminal), so tasks whose episodes can end before H are handled;
+  on the lock only the last step is terminal, where the authors use y = r anyway.
+* The policy needs the step index: `explore` gets it from the loop, `episodic_policy()` counts steps for
+  evaluation, and `policy(obs)` reads it from the observation when the task says how (``TaskSpec.timestep``,
+  the lock), falling back to π_0 otherwise.
+
+HNPG has no offline pre-training (``steps = 0``). `update` (the generic offline step, for ``steps > 0`` and
+the smoke test) is one HPE TD step (a persistent Adam) on an offline batch stratified over steps, then one TRPO
+step on the offline advantages: what an iteration does with the offline half of its data. Per-step networks
+only make sense for short episodes: `start_online` refuses tasks longer than ``max_horizon`` = 100 steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.registry import register
+from saferl.data import OfflineDataset
+from saferl.nn import EnsembleMLP
+
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass
+class HNPGConfig(O2OConfig):
+    batch_size: int = 64  # `update` only: offline transitions per batch, spread evenly over the H steps
+    steps: int = 0  # HNPG has no offline pre-training
+    rollout_steps: int = 1000  # on-policy env steps per iteration (authors' --batch-size)
+    # Share of offline samples in each step's critic and actor batches: the authors draw N_on / H offline
+    # transitions per step, as many as on-policy ones (0.5); the replay-buffer fields are unused (on-policy).
+    online_offline_ratio: float = 0.5
+    hybrid: bool = True  # False: no offline data at all (the NPG baseline)
+    policy_hidden: tuple[int, ...] = (16, 16)
+    critic_hidden: tuple[int, ...] = (64, 64)
+    critic_lr: float = 3e-4
+    critic_steps: int = 30  # Adam steps per h and iteration, fresh optimiser each time
+    gae_lambda: float = 0.97  # authors' --tau
+    value_samples: int = 10  # policy draws averaged in V_h(s) (QValue.get_value)
+    max_kl: float = 0.01
+    damping: float = 0.1
+    cg_iters: int = 10
+    backtracks: int = 10
+    accept_ratio: float = 0.1
+    kl_tolerance: float = 1.5  # line-search steps with KL > kl_tolerance·max_kl are rejected (baselines)
+    max_horizon: int = 100  # per-step networks: HNPG refuses tasks with longer episodes
+
+
+# -- per-step networks ------------------------------------------------------------------------------------
+def _shrink_output_layer(mlp: EnsembleMLP) -> None:
+    """The authors' init of policy mean and Q heads: default weights ×0.1, bias 0."""
+    last = mlp.net[-1]
+    with torch.no_grad():
+        last.weight.mul_(0.1)
+        last.bias.zero_()
+
+
+class StepPolicies(nn.Module):
+    """π_h(a|s) = N(μ_h(s), diag σ_h²) for h = 0 … H−1 (the authors' ``Policy``, one member per step)."""
+
+    def __init__(self, horizon: int, obs_dim: int, act_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.mean = EnsembleMLP(horizon, obs_dim, act_dim, hidden, act="tanh")
+        _shrink_output_layer(self.mean)
+        self.log_std = nn.Parameter(torch.zeros(horizon, 1, act_dim))
+
+    def forward(self, obs: torch.Tensor, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log σ for observations grouped by step, ``[H, n, obs]`` → ``[H, n, act]`` each."""
+        mean = self.mean(obs, members)
+        log_std = self.log_std if members is None else self.log_std[members]
+        return mean, log_std.expand_as(mean)
+
+    def at(self, obs: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log σ of π_{t_i}(·|s_i) for a flat batch (every member runs; the batch picks its own)."""
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        mean = self.mean(obs)[timesteps, rows]
+        return mean, self.log_std[timesteps, 0]
+
+    def sample(self, obs: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        mean, log_std = self(obs, members)
+        return mean + log_std.exp() * torch.randn_like(mean)
+
+
+class StepCritics(nn.Module):
+    """Q_h(s, a) for h = 0 … H−1 (the authors' ``QValue``, one member per step)."""
+
+    def __init__(self, horizon: int, obs_dim: int, act_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.net = EnsembleMLP(horizon, obs_dim + act_dim, 1, hidden, act="tanh")
+        _shrink_output_layer(self.net)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        """``[H, n, obs]``, ``[H, n, act]`` → ``[H, n]``."""
+        return self.net(torch.cat([obs, act], dim=-1), members).squeeze(-1)
+
+
+# -- distributions -----------------------------------------------------------------------------------------
+def clipped_gaussian_log_prob(
+    mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """log-likelihood of ``action`` = clip(u, low, high), u ~ N(mean, σ²), summed over action dims: the
+    Gaussian density inside the box and log Φ of the tail at a bound (clipped action policy gradient)."""
+    std = log_std.exp()
+    density = -0.5 * ((action - mean) / std).pow(2) - log_std - LOG_SQRT_2PI
+    below = torch.special.log_ndtr((low - mean) / std)
+    above = torch.special.log_ndtr((mean - high) / std)
+    logp = torch.where(action <= low, below, torch.where(action >= high, above, density))
+    return logp.sum(-1)
+
+
+def gaussian_kl(
+    mean0: torch.Tensor, log_std0: torch.Tensor, mean1: torch.Tensor, log_std1: torch.Tensor
+) -> torch.Tensor:
+    """KL(N0 ‖ N1) of diagonal Gaussians, summed over the last dim (the authors' ``get_kl``)."""
+    var0, var1 = (2 * log_std0).exp(), (2 * log_std1).exp()
+    return (log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2.0 * var1) - 0.5).sum(-1)
+
+
+# -- TRPO, one independent problem per row ---------------------------------------------------------------
+def flat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Parameters (or gradients) with a leading step dim → one ``[H, n_params]`` matrix."""
+    return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
+
+
+def set_flat_rows(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            n = p[0].numel()
+            p.copy_(flat[:, offset : offset + n].reshape(p.shape))
+            offset += n
+
+
+def conjugate_gradient(
+    avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10
+) -> torch.Tensor:
+    """Solve A x = b for every row of ``b`` (``[R, n]``; ``avp`` applies the block-diagonal A row by row).
+    A row stops once its residual r·r < ``tol`` (the authors' ``conjugate_gradients``); zero rows give 0."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = (r * r).sum(1)
+    for _ in range(iters):
+        active = rr >= tol
+        ap = avp(p)
+        pap = (p * ap).sum(1)
+        alpha = torch.where(active & (pap > 0), rr / pap, torch.zeros_like(rr))
+        x = x + alpha[:, None] * p
+        r = r - alpha[:, None] * ap
+        new_rr = (r * r).sum(1)
+        beta = torch.where(active & (rr > 0), new_rr / rr, torch.zeros_like(rr))
+        p = torch.where(active[:, None], r + beta[:, None] * p, p)
+        rr = torch.where(active, new_rr, rr)
+    return x
+
+
+def fisher_vector_product(
+    params: Sequence[torch.Tensor], kl_fn: Callable[[], torch.Tensor], damping: float
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v ↦ (∇²KL + damping·I) v, per row: KL's Hessian at the old policy is the Fisher matrix."""
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(kl_fn().sum(), params, create_graph=True)
+        hv = torch.autograd.grad((flat_rows(grads) * v).sum(), params)
+        return flat_rows(hv) + damping * v
+
+    return fvp
+
+
+def line_search(
+    params: Sequence[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    kl_fn: Callable[[], torch.Tensor],
+    start: torch.Tensor,
+    full_step: torch.Tensor,
+    expected_improve: torch.Tensor,
+    cfg: HNPGConfig,
+) -> torch.Tensor:
+    """Backtracking per row (the authors' ``linesearch``): the first of step fractions 1, ½, ¼, … whose actual
+    surrogate improvement is positive and above ``accept_ratio`` of the linear prediction (and, here, whose KL
+    stays within ``kl_tolerance``·max_kl); rows with none keep their old parameters. Sets the parameters and
+    returns the accepted fraction of each row (0 = rejected)."""
+    with torch.no_grad():
+        loss_old = loss_fn()
+        accepted = torch.zeros_like(loss_old)
+        done = torch.zeros_like(loss_old, dtype=torch.bool)
+        for k in range(cfg.backtracks):  # all fractions are tried: no host sync to stop early
+            frac = 0.5**k
+            set_flat_rows(params, start + frac * full_step)
+            actual = loss_old - loss_fn()
+            ok = (actual > 0) & (actual / (frac * expected_improve) > cfg.accept_ratio)
+            ok = ok & (kl_fn() <= cfg.kl_tolerance * cfg.max_kl) & ~done
+            accepted = torch.where(ok, torch.full_like(accepted, frac), accepted)
+            done = done | ok
+        set_flat_rows(params, start + accepted[:, None] * full_step)
+    return accepted
+
+
+def trpo_step(
+    params: Sequence[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    kl_fn: Callable[[], torch.Tensor],
+    cfg: HNPGConfig,
+) -> dict[str, torch.Tensor]:
+    """One TRPO step (the authors' ``trpo_step``) on R independent problems at once: ``params`` have a
+    leading dim R, ``loss_fn``/``kl_fn`` return one surrogate loss / mean KL per row (row r may depend only on
+    slice r of every parameter)."""
+    loss = loss_fn()
+    g = flat_rows(torch.autograd.grad(loss.sum(), params)).detach()
+    fvp = fisher_vector_product(params, kl_fn, cfg.damping)
+    step_dir = conjugate_gradient(lambda v: fvp(v).detach(), -g, cfg.cg_iters)
+    shs = 0.5 * (step_dir * fvp(step_dir).detach()).sum(1)
+    lagrange = torch.sqrt(shs.clamp(min=0.0) / cfg.max_kl)
+    scale = torch.where(lagrange > 0, 1.0 / lagrange, torch.zeros_like(lagrange))  # rows without data: no step
+    full_step = step_dir * scale[:, None]
+    expected_improve = (-g * step_dir).sum(1) * scale
+    start = flat_rows([p.detach() for p in params]).clone()
+    accepted = line_search(params, loss_fn, kl_fn, start, full_step, expected_improve, cfg)
+    with torch.no_grad():
+        loss_after, kl = loss_fn(), kl_fn()
+    return {
+        "surrogate_before": loss.detach().mean(),
+        "surrogate_after": loss_after.mean(),
+        "kl": kl.max(),
+        "step_accepted": (accepted > 0).float().mean(),
+    }
+
+
+# -- data grouped by step ----------------------------------------------------------------------------------
+def episode_timesteps(data: OfflineDataset) -> torch.Tensor:
+    """Step index of every transition within its episode, int64 [N] (from ``episode_starts``)."""
+    starts = data.episode_starts.to(data.device)
+    return torch.arange(data.num_transitions, device=data.device) - starts[:-1][data.episode_index]
+
+
+class StepGroups(NamedTuple):
+    """Transitions laid out ``[H, n]`` by step (padded): tensors, a validity mask, per-step mean weights."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    targets: torch.Tensor  # on-policy: MC return-to-go; offline: reward
+    next_obs: torch.Tensor
+    not_done: torch.Tensor
+    mask: torch.Tensor  # 1.0 where a slot holds a transition
+    slots: tuple[torch.Tensor, torch.Tensor]  # (step, column) of every source transition
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """mask / count per step: a weighted sum over a row is the mean over that step's transitions."""
+        return self.mask / self.mask.sum(1, keepdim=True).clamp(min=1.0)
+
+
+def group_by_step(
+    timesteps: torch.Tensor,
+    horizon: int,
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    targets: torch.Tensor,
+    next_obs: torch.Tensor,
+    not_done: torch.Tensor,
+) -> StepGroups:
+    """Scatter a flat batch (timesteps < horizon) into the ``[H, n]`` layout, n = the largest step count."""
+    counts = torch.bincount(timesteps, minlength=horizon)
+    order = torch.argsort(timesteps, stable=True)
+    first = counts.cumsum(0) - counts
+    cols = torch.empty_like(timesteps)
+    cols[order] = torch.arange(len(timesteps), device=timesteps.device) - first[timesteps[order]]
+    width = max(int(counts.max()), 1)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(horizon, width, *x.shape[1:])
+        out[timesteps, cols] = x
+        return out
+
+    mask = pad(torch.ones_like(targets))
+    return StepGroups(pad(obs), pad(actions), pad(targets), pad(next_obs), pad(not_done), mask, (timesteps, cols))
+
+
+class StepIndex:
+    """Offline transitions sorted by step, for drawing ``k`` transitions of every step at once."""
+
+    def __init__(self, data: OfflineDataset, horizon: int):
+        t = episode_timesteps(data)
+        keep = torch.nonzero(t < horizon).squeeze(1)  # transitions past the horizon have no network
+        t = t[keep]
+        self.order = keep[torch.argsort(t, stable=True)]
+        self.counts = torch.bincount(t, minlength=horizon)
+        self.first = self.counts.cumsum(0) - self.counts
+        self.horizon = horizon
+
+    def sample(self, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices ``[H, k]`` (uniform with replacement within each step, as the authors' per-step buffers)
+        and a mask ``[H, k]`` that is 0 for steps without offline data."""
+        u = torch.rand(self.horizon, k, device=self.order.device, generator=generator)
+        pos = self.first[:, None] + (u * self.counts[:, None]).long()
+        pos = pos.clamp(max=max(len(self.order) - 1, 0))
+        mask = (self.counts > 0).float()[:, None].expand(self.horizon, k)
+        return self.order[pos], mask.contiguous()
+
+
+def offline_groups(data: OfflineDataset, index: torch.Tensor, mask: torch.Tensor) -> StepGroups:
+    """The ``[H, k]`` transitions at ``index`` (from `StepIndex.sample`) as `StepGroups`."""
+    horizon, k = index.shape
+    batch = data.batch(index.reshape(-1))
+
+    def shaped(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(horizon, k, *x.shape[1:])
+
+    rows = torch.arange(horizon, device=index.device)[:, None].expand(horizon, k)
+    cols = torch.arange(k, device=index.device)[None].expand(horizon, k)
+    return StepGroups(
+        shaped(batch.observations),
+        shaped(batch.actions),
+        shaped(batch.rewards),
+        shaped(batch.next_observations),
+        shaped(1.0 - batch.terminals),
+        mask,
+        (rows.reshape(-1), cols.reshape(-1)),
+    )
+
+
+def concat_groups(a: StepGroups, b: StepGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Observations, actions and mask of two layouts side by side (``[H, n_a + n_b]``)."""
+    return (
+        torch.cat([a.obs, b.obs], 1),
+        torch.cat([a.actions, b.actions], 1),
+        torch.cat([a.mask, b.mask], 1),
+    )
+
+
+def returns_and_gae(
+    rewards: torch.Tensor, values: torch.Tensor, episode: torch.Tensor, timesteps: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return-to-go and GAE(γ = 1, λ) of whole episodes, flat [N] in and out (the authors' ``get_advantage``;
+    the value after an episode's last step is 0). Vectorised over episodes, a loop over time."""
+    num_episodes = int(episode.max()) + 1
+    length = int(timesteps.max()) + 1
+    r = rewards.new_zeros(num_episodes, length + 1)
+    v = rewards.new_zeros(num_episodes, length + 1)
+    r[episode, timesteps] = rewards
+    v[episode, timesteps] = values
+    ret = torch.zeros_like(r)
+    adv = torch.zeros_like(r)
+    for t in range(length - 1, -1, -1):  # padded slots hold r = V = 0, so they add nothing
+        ret[:, t] = r[:, t] + ret[:, t + 1]
+        delta = r[:, t] + v[:, t + 1] - v[:, t]
+        adv[:, t] = delta + lam * adv[:, t + 1]
+    return ret[episode, timesteps], adv[episode, timesteps]
+
+
+# -- the algorithm ---------------------------------------------------------------------------------------------
+class _StepCountingPolicy:
+    """`saferl.evaluation.EpisodicPolicy` that feeds HNPG's per-step policies the step index of each episode."""
+
+    def __init__(self, algo: HNPG, deterministic: bool):
+        self.algo, self.deterministic = algo, deterministic
+        self.t = np.zeros(0, dtype=np.int64)
+
+    def reset(self, num_episodes: int) -> None:
+        self.t = np.zeros(num_episodes, dtype=np.int64)
+
+    def act(self, obs: np.ndarray, episode_ids: np.ndarray) -> np.ndarray:
+        algo = self.algo
+        with torch.inference_mode():
+            obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=algo.ctx.device)
+            t = torch.as_tensor(self.t[episode_ids], device=algo.ctx.device)
+            action = algo.policy_at(obs_t, t, self.deterministic)
+        self.t[episode_ids] += 1
+        return action.float().cpu().numpy()
+
+    def observe(self, episode_ids: np.ndarray, rewards: np.ndarray, costs: np.ndarray) -> None:
+        pass
+
+
+@register("hnpg")
+class HNPG(Algorithm):
+    Config = HNPGConfig
+    online_mode = "on_policy"
+
+    def __init__(self, config: HNPGConfig, ctx: AlgoContext):
+        super().__init__(config, ctx)
+        if not 0.0 <= config.online_offline_ratio < 1.0:
+            raise ValueError(
+                f"HNPG's online_offline_ratio is the offline share of each step's batch, in [0, 1); got "
+                f"{config.online_offline_ratio}"
+            )
+        self.horizon = int(ctx.max_episode_steps)
+        o, a, h = ctx.obs_dim, ctx.act_dim, self.horizon
+        self.pi = StepPolicies(h, o, a, config.policy_hidden).to(ctx.device)
+        self.q = StepCritics(h, o, a, config.critic_hidden).to(ctx.device)
+        # only `update` keeps an optimiser; online iterations use a fresh one per step h (the authors')
+        self.optimizers["critic"] = adam(self.q.parameters(), lr=config.critic_lr)
+        for name, bound in (("action_low", ctx.action_low), ("action_high", ctx.action_high)):
+            self.register_buffer(name, torch.as_tensor(bound, dtype=torch.float32, device=ctx.device), persistent=False)
+        task = ctx.task
+        self._read_timestep = task.timestep if task is not None else None
+        self.offline: OfflineDataset | None = None
+        self._offline_index: StepIndex | None = None
+        self._indexed: OfflineDataset | None = None  # the dataset `sample` draws from
+
+    # -- small pieces -----------------------------------------------------------------------------------
+    def clip(self, action: torch.Tensor) -> torch.Tensor:
+        """What the env executes: the online loop clips every action to the box."""
+        return torch.maximum(torch.minimum(action, self.action_high), self.action_low)
+
+    def log_prob(self, mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return clipped_gaussian_log_prob(mean, log_std, action, self.action_low, self.action_high)
+
+    def state_value(self, obs: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        """V_h(s) = mean of Q_h(s, a) over ``value_samples`` draws a ~ π_h(s); ``[H, n, obs]`` → ``[H, n]``."""
+        m, n = obs.shape[0], obs.shape[1]
+        k = self.config.value_samples
+        rep = obs.repeat(1, k, 1)
+        q = self.q(rep, self.clip(self.pi.sample(rep, members)), members)
+        return q.reshape(m, k, n).mean(1)
+
+    def next_values(self, groups: StepGroups) -> torch.Tensor:
+        """Q_{h+1}(s', a' ~ π_{h+1}(s')) for every row h (0 for h = H − 1 and at terminals), ``[H, n]``."""
+        nxt = groups.next_obs[:-1]
+        members = slice(1, self.horizon)
+        q = self.q(nxt, self.clip(self.pi.sample(nxt, members)), members)
+        return torch.cat([q, q.new_zeros(1, q.shape[1])]) * groups.not_done
+
+    def policy_step(
+        self, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, weights: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """One TRPO step of every π_h on its step's ``[H, n]`` samples (weights: per-step means)."""
+        with torch.no_grad():
+            mean_old, log_std_old = self.pi(obs)
+            log_std_old = log_std_old.clone()  # a view of the parameter, which the step changes in place
+            logp_old = self.log_prob(mean_old, log_std_old, actions)
+
+        def loss_fn() -> torch.Tensor:
+            mean, log_std = self.pi(obs)
+            ratio = torch.exp(self.log_prob(mean, log_std, actions) - logp_old)
+            return -(weights * advantages * ratio).sum(1)
+
+        def kl_fn() -> torch.Tensor:
+            mean, log_std = self.pi(obs)
+            return (weights * gaussian_kl(mean_old, log_std_old, mean, log_std)).sum(1)
+
+        return trpo_step(list(self.pi.parameters()), loss_fn, kl_fn, self.config)
+
+    def offline_advantages(self, groups: StepGroups) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh actions a ~ π_h(s) on offline states and A = Q_h(s, a) − V_h(s) (the dataset action unused)."""
+        with torch.no_grad():
+            actions = self.clip(self.pi.sample(groups.obs))
+            adv = self.q(groups.obs, actions) - self.state_value(groups.obs)
+        return actions, adv * groups.mask
+
+    # -- offline step (generic contract) ----------------------------------------------------------------
+    def prepare(self, data: OfflineDataset) -> OfflineDataset:
+        self._index(data)
+        return data
+
+    def _index(self, data: OfflineDataset) -> StepIndex:
+        if self._indexed is not data or self._offline_index is None:
+            self._offline_index, self._indexed = StepIndex(data, self.horizon), data
+        return self._offline_index
+
+    def sample(self, data: OfflineDataset, batch_size: int, generator: torch.Generator | None = None) -> StepGroups:
+        """``ceil(batch_size / H)`` offline transitions of every step, laid out ``[H, k]``."""
+        k = -(-batch_size // self.horizon)
+        index, mask = self._index(data).sample(k, generator)
+        return offline_groups(data, index, mask)
+
+    def update(self, batch: StepGroups) -> dict[str, torch.Tensor]:
+        """One TD step of every Q_h on offline data (HPE's offline term), then one TRPO step of every π_h on
+        the offline advantages (see the module docstring)."""
+        with torch.no_grad():
+            target = batch.targets + self.next_values(batch)
+        w = batch.weights
+        loss_q = (w * (self.q(batch.obs, batch.actions) - target).pow(2)).sum(1).sum()
+        optimize(self.optimizers["critic"], loss_q)
+        actions, adv = self.offline_advantages(batch)
+        metrics = self.policy_step(batch.obs, actions, adv, w)
+        return {"critic_loss": loss_q.detach(), "offline_advantage": (w * adv).sum(1).mean(), **metrics}
+
+    # -- online phase -------------------------------------------------------------------------------------
+    def check_online(self) -> None:
+        if self.horizon > self.config.max_horizon:
+            name = self.ctx.task.name if self.ctx.task is not None else "this task"
+            raise ValueError(
+                f"HNPG learns one policy and one critic per step (finite-horizon mode), for short-horizon tasks "
+                f"such as combination-lock; {name} has {self.horizon}-step episodes, more than max_horizon="
+                f"{self.config.max_horizon}"
+            )
+
+    def start_online(self, offline: OfflineDataset | None) -> None:
+        self.check_online()
+        if self.config.hybrid and self.config.online_offline_ratio > 0.0:
+            if offline is None:
+                raise ValueError("hybrid HNPG needs the offline dataset; set hybrid=false for plain NPG")
+            self.offline = offline.to(self.ctx.device)
+            self._offline_index = StepIndex(self.offline, self.horizon)
+            self._indexed = self.offline
+
+    def explore(self, obs: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """A draw from π_t(·|s); the loop clips it to the box."""
+        t = timesteps.clamp(max=self.horizon - 1)
+        mean, log_std = self.pi.at(obs, t)
+        return mean + log_std.exp() * torch.randn_like(mean)
+
+    def online_update(self, rollout: OfflineDataset) -> dict[str, torch.Tensor]:
+        """One HNPG iteration on an on-policy rollout of whole episodes (see the module docstring)."""
+        cfg, horizon = self.config, self.horizon
+        timesteps, episode = episode_timesteps(rollout), rollout.episode_index
+        if int(timesteps.max()) >= horizon:
+            raise ValueError(f"rollout episodes are longer than HNPG's horizon {horizon}")
+        returns, _ = returns_and_gae(rollout.rewards, torch.zeros_like(rollout.rewards), episode, timesteps, 0.0)
+        on = group_by_step(
+            timesteps,
+            horizon,
+            rollout.observations,
+            rollout.actions,
+            returns,
+            rollout.next_observations,
+            1.0 - rollout.terminals,
+        )
+        off = None
+        if self.offline is not None and cfg.hybrid:  # N_on / H per step at the authors' ratio 0.5
+            ratio = cfg.online_offline_ratio
+            k = max(int(rollout.num_transitions * ratio / (1.0 - ratio)) // horizon, 1)
+            off = offline_groups(self.offline, *self._offline_index.sample(k))
+
+        losses_on, losses_off = self.fit_critics(on, off)
+
+        with torch.no_grad():
+            values = self.state_value(on.obs)[on.slots]
+        _, adv_flat = returns_and_gae(rollout.rewards, values, episode, timesteps, cfg.gae_lambda)
+        adv = on.mask.new_zeros(on.mask.shape)
+        adv[on.slots] = adv_flat
+        obs, actions, mask = on.obs, on.actions, on.mask
+        if off is not None:
+            off_actions, off_adv = self.offline_advantages(off)
+            obs, actions, mask = concat_groups(on, off._replace(actions=off_actions))
+            adv = torch.cat([adv, off_adv], 1)
+        weights = mask / mask.sum(1, keepdim=True).clamp(min=1.0)
+        metrics = self.policy_step(obs, actions, adv, weights)
+        return {
+            "critic_loss_online": losses_on.mean(),
+            "critic_loss_offline": losses_off.mean(),
+            "advantage_online": (on.weights * adv[:, : on.mask.shape[1]]).sum(1).mean(),
+            "rollout_return": rollout.episode_rewards.float().mean(),
+            **metrics,
+        }
+
+    def fit_critics(self, on: StepGroups, off: StepGroups | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """HPE: Q_{H−1}, …, Q_0 in turn, each by ``critic_steps`` Adam steps with a fresh optimiser on the MC
+        regression to on-policy returns plus (hybrid) the TD regression to r + Q_{h+1}(s', π_{h+1}(s'))."""
+        cfg = self.config
+        w_on = on.weights
+        w_off = off.weights if off is not None else None
+        losses_on = torch.zeros(self.horizon, device=self.ctx.device)
+        losses_off = torch.zeros(self.horizon, device=self.ctx.device)
+        for h in range(self.horizon - 1, -1, -1):  # sequential: Q_h's targets use the new Q_{h+1}
+            m = slice(h, h + 1)
+            target_off = None
+            if off is not None:
+                with torch.no_grad():
+                    target_off = off.targets[m]
+                    if h + 1 < self.horizon:
+                        nxt = off.next_obs[m]
+                        m1 = slice(h + 1, h + 2)
+                        q_next = self.q(nxt, self.clip(self.pi.sample(nxt, m1)), m1)
+                        target_off = target_off + q_next * off.not_done[m]
+            opt = adam(self.q.parameters(), lr=cfg.critic_lr)  # fresh every time, as the authors' update_q
+            for _ in range(cfg.critic_steps):
+                loss_on = (w_on[m] * (self.q(on.obs[m], on.actions[m], m) - on.targets[m]).pow(2)).sum()
+                loss = loss_on
+                if off is not None:
+                    loss_off = (w_off[m] * (self.q(off.obs[m], off.actions[m], m) - target_off).pow(2)).sum()
+                    loss = loss + loss_off
+                    losses_off[h] = loss_off.detach()
+                optimize(opt, loss)
+                losses_on[h] = loss_on.detach()
+        return losses_on, losses_off
+
+    # -- acting -------------------------------------------------------------------------------------------
+    def policy_at(self, obs: torch.Tensor, timesteps: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """π_t(·|s) (mean or draw) for a flat batch with known steps, clipped to the action box."""
+        mean, log_std = self.pi.at(obs, timesteps.clamp(min=0, max=self.horizon - 1))
+        action = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        return self.clip(action)
+
+    def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Without a step index: read it from the observation when the task encodes it (the lock), else π_0."""
+        if self._read_timestep is not None:
+            t = torch.as_tensor(self._read_timestep(obs), device=obs.device).long()
+        else:
+            t = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
+        return self.policy_at(obs, t, deterministic)
+
+    def episodic_policy(self, deterministic: bool = True) -> _StepCountingPolicy:
+        """For `saferl.evaluation.rollout`: counts each episode's steps to pick π_t."""
+        return _StepCountingPolicy(self, deterministic)
