@@ -246,7 +246,6 @@ def test_quick_suite_expands_with_valid_overrides_and_distinct_run_dirs(tmp_path
     [
         ("dsrl-velocity", ["halfcheetah-velocity", "walker2d-velocity", "budget=full"]),
         ("run-circle", ["ant-run", "car-circle", "budget=full"]),
-        ("o2o", ["ro2o", "famo2o", "hnpg", "not registered"]),
     ],
 )
 def test_suites_needing_what_does_not_exist_fail_clearly(tmp_path, suite, names):
@@ -254,6 +253,12 @@ def test_suites_needing_what_does_not_exist_fail_clearly(tmp_path, suite, names)
         expand(suite_from([f"suite={suite}"]), tmp_path)
     for name in names:
         assert name in str(err.value)
+
+
+def test_o2o_suite_runs_every_agent_offline_then_online(tmp_path):
+    specs = expand(suite_from(["suite=o2o"]), tmp_path, need_data=False)
+    assert {s.agent for s in specs} == {"ro2o", "famo2o", "calql", "cql", "iql"} and len(specs) == 5 * 2 * 3
+    assert all(s.config["online_steps"] == 10_000 and s.config["offline_steps"] == 2000 for s in specs)
 
 
 def test_missing_dataset_and_bad_override_fail_before_training(tmp_path):

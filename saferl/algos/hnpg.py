@@ -51,7 +51,7 @@ online loop forces, and the KL guard, which rarely binds):
 HNPG has no offline pre-training (``steps = 0``). `update` (the generic offline step, for ``steps > 0`` and
 the smoke test) is one HPE TD step (a persistent Adam) on an offline batch stratified over steps, then one TRPO
 step on the offline advantages: what an iteration does with the offline half of its data. Per-step networks
-only make sense for short episodes: `start_online` refuses tasks longer than ``max_horizon`` = 100 steps.
+only make sense for short episodes: `check_online` refuses tasks longer than ``max_horizon`` = 100 steps.
 """
 
 from __future__ import annotations
