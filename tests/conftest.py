@@ -60,3 +60,63 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Single-threaded torch for a test module: tiny networks run several times slower with threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def box_ctx(
+    obs_dim: int = 2,
+    act_dim: int = 2,
+    task=None,
+    low: float = -1.0,
+    high: float = 1.0,
+    max_episode_steps: int = 200,
+    cost_limit: float = 10.0,
+):
+    """An `AlgoContext` with a box action space [low, high]^act_dim on the CPU."""
+    import numpy as np
+    import torch
+
+    from saferl.algos import AlgoContext
+
+    return AlgoContext(
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        action_low=np.full(act_dim, low, dtype=np.float32),
+        action_high=np.full(act_dim, high, dtype=np.float32),
+        cost_limit=cost_limit,
+        max_episode_steps=max_episode_steps,
+        device=torch.device("cpu"),
+        task=task,
+    )
+
+
+def compose_run(*overrides: str):
+    """The composed `saferl.run` config for these overrides (as the CLI would build it)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "saferl" / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def worst_episodes(data, quantile: float = 0.1):
+    """The dataset restricted to its lowest-return episodes (a poor offline dataset for O2O tests)."""
+    import torch
+
+    return data.select_episodes(data.episode_rewards <= torch.quantile(data.episode_rewards, quantile))
+
+
+def eval_score(task, act, episodes: int = 10) -> float:
+    """Normalized reward of ``act`` on ``task`` over fixed evaluation seeds."""
+    from saferl.evaluation import rollout
+
+    return task.normalized_reward(float(rollout(task.env_id, act, episodes, seed=0).rewards.mean()))

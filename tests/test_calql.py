@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from conftest import box_ctx, eval_score, worst_episodes
 
-from saferl.algos import AlgoContext, get_algorithm
+from saferl.algos import get_algorithm
 from saferl.data import Batch
 
 TINY = {"hidden": (32, 32), "batch_size": 32, "cql_n_actions": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _ctx(task=None) -> AlgoContext:
-    return AlgoContext(
-        obs_dim=2,
-        act_dim=2,
-        action_low=np.full(2, -1.0, dtype=np.float32),
-        action_high=np.full(2, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=200,
-        device=torch.device("cpu"),
-        task=task,
-    )
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _batch(mc: float, n: int = 32) -> Batch:
@@ -51,8 +33,8 @@ def _pair(name_a: str, name_b: str, **overrides):
     """Two algorithms with identical weights."""
     a_cls, b_cls = get_algorithm(name_a), get_algorithm(name_b)
     torch.manual_seed(0)
-    a = a_cls(a_cls.make_config({**TINY, **overrides}), _ctx())
-    b = b_cls(b_cls.make_config({**TINY, **overrides}), _ctx())
+    a = a_cls(a_cls.make_config({**TINY, **overrides}), box_ctx())
+    b = b_cls(b_cls.make_config({**TINY, **overrides}), box_ctx())
     b.load_state_dict(a.state_dict())
     return a, b
 
@@ -94,30 +76,25 @@ def test_calql_improves_online_over_its_offline_checkpoint(point_dataset):
     Small networks, γ = 0.9 and rewards ×10 as the other PointRobot learning tests (small per-step rewards)."""
     from saferl.data import load
     from saferl.envs import get_task
-    from saferl.evaluation import rollout
     from saferl.online import OnlineLoop
 
     task = get_task("point-robot")
-    data = load(point_dataset)
-    poor = data.select_episodes(data.episode_rewards <= torch.quantile(data.episode_rewards, 0.1))
+    poor = worst_episodes(load(point_dataset))
     cls = get_algorithm("calql")
     config = cls.make_config(
         {"hidden": (64, 64), "batch_size": 64, "gamma": 0.9, "reward_scale": 10.0, "actor_lr": 1e-3, "cql_alpha": 1.0}
     )
     torch.manual_seed(0)
-    algo = cls(config, _ctx(task))
+    algo = cls(config, box_ctx(task=task))
     train = algo.prepare(poor)
     g = torch.Generator().manual_seed(0)
     for _ in range(100):
         algo.update(algo.sample(train, config.batch_size, g))
 
-    def score() -> float:
-        return task.normalized_reward(float(rollout(task.env_id, algo.act, 10, seed=0).rewards.mean()))
-
-    offline = score()
+    offline = eval_score(task, algo.act)
     loop = OnlineLoop(algo, task.env_id, train, seed=0)
     loop.run(800)
     # updates start once the first episode is in the buffer (its MC returns are known only at its end)
     assert 400 < loop.updates < 800
-    online = score()
+    online = eval_score(task, algo.act)
     assert online > offline + 0.1, (offline, online)

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import box_ctx, eval_score
 from torch import nn
 
-from saferl.algos import AlgoContext, get_algorithm
+from saferl.algos import get_algorithm
 from saferl.data import load
 from saferl.envs import get_task
 from saferl.nn import sinusoidal_embedding
@@ -19,26 +20,11 @@ LO, HI = 1.0, 5.0
 SMALL = {"hidden": [32, 32], "batch_size": 64, "beta_range": [LO, HI]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: these tiny networks run several times slower with threads on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _ctx(obs_dim: int = 2, act_dim: int = 2) -> AlgoContext:
-    return AlgoContext(
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        action_low=np.full(act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(act_dim, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=200,
-        device=torch.device("cpu"),
-        task=get_task("point-robot"),
-    )
+def _ctx():
+    return box_ctx(task=get_task("point-robot"))
 
 
 def _famo2o(**overrides):
@@ -179,7 +165,6 @@ def test_balance_model_moves_towards_the_beta_whose_actions_have_higher_q(sign):
 
 
 def test_online_fine_tuning_clearly_improves_on_the_offline_checkpoint(point_dataset):
-    from saferl.evaluation import rollout
     from saferl.online import OnlineLoop
 
     torch.manual_seed(0)
@@ -205,12 +190,9 @@ def test_online_fine_tuning_clearly_improves_on_the_offline_checkpoint(point_dat
     for _ in range(300):
         algo.update(poor.sample(config.batch_size, g))
 
-    def score() -> float:
-        return task.normalized_reward(float(rollout(task.env_id, algo.act, 10, seed=0).rewards.mean()))
-
-    offline = score()
+    offline = eval_score(task, algo.act)
     loop = OnlineLoop(algo, task.env_id, poor, seed=0)
     loop.run(600)
     assert loop.updates == 600  # one update per env step, no warm-up
-    online = score()
+    online = eval_score(task, algo.act)
     assert online > offline + 0.15, (offline, online)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import box_ctx, compose_run, run_cli
 
 from saferl.algos import AlgoContext, Algorithm, O2OConfig, get_algorithm
 from saferl.data import OfflineDataset, load
@@ -18,7 +17,6 @@ from saferl.data.offline import packed_width, unpack_rows
 from saferl.online import OnlineLoop, ReplayBuffer
 from saferl.train import SaferlError, run_experiment
 
-CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
 TINY = [
     "algo.batch_size=64",
     "algo.hidden=[32,32]",
@@ -29,9 +27,7 @@ TINY = [
 ]
 
 
-def config(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+config = compose_run
 
 
 def _dataset(rewards: list[list[float]], terminals: list[list[float]]) -> OfflineDataset:
@@ -84,19 +80,10 @@ def test_replay_buffer_mixes_offline_and_online_data_as_configured():
         ReplayBuffer(1, 1, 10, offline=offline, offline_ratio=1.5)
 
 
-def _ctx(data, env_id_steps: int = 200) -> AlgoContext:
+def _ctx(data):
     from saferl.envs import get_task
 
-    return AlgoContext(
-        obs_dim=data.obs_dim,
-        act_dim=data.act_dim,
-        action_low=np.full(data.act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(data.act_dim, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=env_id_steps,
-        device=torch.device("cpu"),
-        task=get_task("point-robot"),
-    )
+    return box_ctx(data.obs_dim, data.act_dim, task=get_task("point-robot"))
 
 
 def test_calql_buffer_gets_whole_episodes_with_their_mc_returns(point_dataset):

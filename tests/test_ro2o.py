@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import box_ctx, eval_score, worst_episodes
 from torch.distributions import Normal
 
-from saferl.algos import AlgoContext, get_algorithm
+from saferl.algos import get_algorithm
 from saferl.algos.ro2o import asymmetric_smoothness, ood_uncertainty_loss, perturb, symmetric_kl
 from saferl.data import Batch
 
 TINY = {"hidden": (32, 32), "num_critics": 3, "sample_size": 4, "batch_size": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: small networks run several times slower with threads on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _ctx(obs_dim: int = 3, act_dim: int = 2) -> AlgoContext:
-    return AlgoContext(
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        action_low=np.full(act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(act_dim, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=200,
-        device=torch.device("cpu"),
-    )
+def _ctx():
+    return box_ctx(obs_dim=3)
 
 
 def _batch(n: int = 16, obs_dim: int = 3, act_dim: int = 2, seed: int = 0) -> Batch:
@@ -160,12 +146,11 @@ def test_online_phase_improves_on_the_offline_checkpoint(point_dataset):
     as for SAC-N in test_learning.py (PointRobot's per-step rewards are small next to the entropy bonus)."""
     from saferl.data import load
     from saferl.envs import get_task
-    from saferl.evaluation import rollout
     from saferl.online import OnlineLoop
 
     task = get_task("point-robot")
     data = load(point_dataset)
-    poor = data.select_episodes(data.episode_rewards <= torch.quantile(data.episode_rewards, 0.1))
+    poor = worst_episodes(data)
     assert float(poor.episode_rewards.max()) < 1.0
 
     cls = get_algorithm("ro2o")
@@ -181,16 +166,7 @@ def test_online_phase_improves_on_the_offline_checkpoint(point_dataset):
             "online_warmup": 100,
         }
     )
-    ctx = AlgoContext(
-        obs_dim=data.obs_dim,
-        act_dim=data.act_dim,
-        action_low=np.full(data.act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(data.act_dim, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=task.max_episode_steps,
-        device=torch.device("cpu"),
-        task=task,
-    )
+    ctx = box_ctx(data.obs_dim, data.act_dim, task=task, max_episode_steps=task.max_episode_steps)
     torch.manual_seed(0)
     algo = cls(config, ctx)
     train_data = algo.prepare(poor)
@@ -198,14 +174,11 @@ def test_online_phase_improves_on_the_offline_checkpoint(point_dataset):
     for _ in range(100):
         algo.update(algo.sample(train_data, config.batch_size, g))
 
-    def score() -> float:
-        return task.normalized_reward(float(rollout(task.env_id, algo.act, 10, seed=0).rewards.mean()))
-
-    offline_score = score()
+    offline_score = eval_score(task, algo.act)
     loop = OnlineLoop(algo, task.env_id, poor, seed=0)
     metrics = loop.run(400)  # 100 warm-up steps, then one update per env step
     assert loop.updates == 300
     assert metrics["ood_uncertainty"].item() == pytest.approx(config.q_ood_uncertainty_reg_min)
     assert all(math.isfinite(float(v)) for v in metrics.values())
-    online_score = score()
+    online_score = eval_score(task, algo.act)
     assert online_score > offline_score + 0.2, (offline_score, online_score)

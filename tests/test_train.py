@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import compose_run, run_cli
 
 from saferl.train import RunDirError, TrainingDivergedError, run_experiment
 
-CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
 EVAL_KEYS = {
     "algo",
@@ -39,9 +37,7 @@ EVAL_KEYS = {
 }
 
 
-def config(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+config = compose_run
 
 
 def test_cli_run_writes_the_run_directory(tmp_path, point_dataset):
