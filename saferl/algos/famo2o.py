@@ -33,10 +33,11 @@ from torch import nn
 from torch.distributions import Normal
 
 from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
-from saferl.algos.iql import awr_weights, q_loss, value_loss
+from saferl.algos.iql import awr_weights
+from saferl.algos.iql import critic_step as iql_critic_step
 from saferl.algos.registry import register
 from saferl.data import Batch
-from saferl.nn import MLP, ActionScale, GaussianActor, QEnsemble, ValueNet, sinusoidal_embedding, soft_update
+from saferl.nn import MLP, ActionScale, GaussianActor, QEnsemble, ValueNet, sinusoidal_embedding
 from saferl.nn.actors import tanh_log_det
 
 
@@ -160,24 +161,10 @@ class FamO2O(Algorithm):
 
     def _update(self, batch: Batch, online: bool) -> dict[str, torch.Tensor]:
         cfg = self.config
-        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
-        reward = batch.rewards * cfg.reward_scale
-
-        # 1. V towards an upper expectile of the target Q over dataset actions (IQL)
-        with torch.no_grad():
-            target_q = self.q_target(obs, act).amin(0)
-        v = self.v(obs)
-        # π_u's advantage uses V before its step, as iql.py (CORL); the authors' code uses the stepped V
-        advantage = (target_q - v).detach()
-        loss_v = value_loss(v, target_q, cfg.expectile)
-        optimize(self.optimizers["v"], loss_v)
-
-        # 2. Q towards r + γ·V(s') (IQL)
-        with torch.no_grad():
-            target = reward + cfg.gamma * (1.0 - batch.terminals) * self.v(next_obs)
-        loss_q = q_loss(self.q(obs, act), target)
-        optimize(self.optimizers["q"], loss_q)
-        soft_update(self.q_target.parameters(), self.q.parameters(), cfg.tau)
+        obs, act = batch.observations, batch.actions
+        # 1–2. IQL's V and Q steps, unchanged; π_u's advantage uses V before its step, as iql.py (CORL) — the
+        # authors' code uses the stepped V
+        advantage, loss_v, loss_q = iql_critic_step(self, batch, batch.rewards * cfg.reward_scale)
 
         # 3. balance model and its temperature: trained in both phases, before π_u moves, as the authors do
         #    (their order is V, π_b, α, π_u, Q; IQL's V-then-Q block is kept intact here)

@@ -57,6 +57,29 @@ def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torc
     return torch.exp(beta * advantage).clamp(max=max_weight)
 
 
+def critic_step(algo: Algorithm, batch: Batch, reward: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """IQL's value and Q steps on ``algo.v``, ``algo.q``, ``algo.q_target`` (optimizers "v" and "q"); shared
+    with FamO2O, whose critics are IQL's. Returns the advantage min Q̄(s, a) − V(s) (V before its step,
+    detached) and the two losses."""
+    cfg = algo.config
+    obs, act = batch.observations, batch.actions
+    # 1. V towards an upper expectile of the target Q over dataset actions
+    with torch.no_grad():
+        target_q = algo.q_target(obs, act).amin(0)
+    v = algo.v(obs)
+    advantage = (target_q - v).detach()
+    loss_v = value_loss(v, target_q, cfg.expectile)
+    optimize(algo.optimizers["v"], loss_v)
+
+    # 2. Q towards r + γ·V(s'), V(s') from the value net (no max over actions)
+    with torch.no_grad():
+        target = reward + cfg.gamma * (1.0 - batch.terminals) * algo.v(batch.next_observations)
+    loss_q = q_loss(algo.q(obs, act), target)
+    optimize(algo.optimizers["q"], loss_q)
+    soft_update(algo.q_target.parameters(), algo.q.parameters(), cfg.tau)
+    return advantage, loss_v, loss_q
+
+
 @register("iql")
 class IQL(Algorithm):
     Config = IQLConfig
@@ -83,26 +106,12 @@ class IQL(Algorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
-        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
-        reward = batch.rewards * cfg.reward_scale
-
-        # 1. V towards an upper expectile of the target Q over dataset actions
-        with torch.no_grad():
-            target_q = self.q_target(obs, act).amin(0)
-        v = self.v(obs)
-        advantage = target_q - v
-        loss_v = value_loss(v, target_q, cfg.expectile)
-        optimize(self.optimizers["v"], loss_v)
-
-        # 2. Q towards r + γ·V(s'), V(s') from the value net (no max over actions)
-        with torch.no_grad():
-            target = reward + cfg.gamma * (1.0 - batch.terminals) * self.v(next_obs)
-        loss_q = q_loss(self.q(obs, act), target)
-        optimize(self.optimizers["q"], loss_q)
-        soft_update(self.q_target.parameters(), self.q.parameters(), cfg.tau)
+        obs, act = batch.observations, batch.actions
+        # 1–2. V by expectile regression on min Q̄, Q towards r + γ·V(s')
+        advantage, loss_v, loss_q = critic_step(self, batch, batch.rewards * cfg.reward_scale)
 
         # 3. advantage-weighted regression for the policy
-        weights = awr_weights(advantage.detach(), cfg.beta, cfg.max_weight)
+        weights = awr_weights(advantage, cfg.beta, cfg.max_weight)
         if cfg.deterministic_actor:
             bc = F.mse_loss(self.actor(obs, deterministic=True), act, reduction="none").sum(-1)
         else:
@@ -115,7 +124,7 @@ class IQL(Algorithm):
             "value_loss": loss_v.detach(),
             "q_loss": loss_q.detach(),
             "actor_loss": loss_pi.detach(),
-            "advantage": advantage.detach().mean(),
+            "advantage": advantage.mean(),
         }
 
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
