@@ -586,10 +586,9 @@ class OnlinePhase:
         s, task = self.s, self.task
         thresholds = evaluation.eval_thresholds(task, self.cost_limit)
         ckpt_path = self.run_dir / CHECKPOINT
-        if state is None:  # the switch: keep the offline policy and score it
-            _save_checkpoint(
-                self.run_dir / OFFLINE_CHECKPOINT, self.algo, sampler, steps, elapsed, update_time, s, steps
-            )
+        if state is None:  # the switch: keep the offline policy (also as last.pt: init_from runs resume here too)
+            for path in (self.run_dir / OFFLINE_CHECKPOINT, ckpt_path):
+                _save_checkpoint(path, self.algo, sampler, steps, elapsed, update_time, s, steps)
             stats = self._evaluate()
             offline_result = {**evaluation.dsrl_metrics(stats, task, thresholds), **evaluation.safety_metrics(stats)}
             self.metrics_log.write(steps, {"env_steps": 0.0, **_eval_values(stats, task, self.cost_limit)})
@@ -605,6 +604,7 @@ class OnlinePhase:
         episodes_at_log = len(loop.episode_returns)
         metrics: dict[str, torch.Tensor] = {}
         final_stats, ckpt_due = None, None
+        last_ckpt = steps + loop.env_steps  # the switch (offline.pt) or the checkpoint we resumed from
         try:
             while loop.env_steps < s.online_steps:
                 before = loop.env_steps
@@ -625,7 +625,7 @@ class OnlinePhase:
                 )
                 if not (log_now or eval_now or ckpt_now):
                     continue
-                values = _check_finite(metrics, self.algo, steps + now, None, self.run_dir) if metrics else {}
+                values = _check_finite(metrics, self.algo, steps + now, last_ckpt, self.run_dir) if metrics else {}
                 t = time.perf_counter()
                 new_returns = loop.episode_returns[episodes_at_log:]
                 new_costs = loop.episode_costs[episodes_at_log:]
@@ -649,7 +649,7 @@ class OnlinePhase:
                     bar.advance(0, status=f"reward={values['eval/reward']:.3g} cost={values['eval/cost']:.3g}")
                 self.metrics_log.write(steps + now, values)
                 if ckpt_now:
-                    ckpt_due = None
+                    ckpt_due, last_ckpt = None, steps + now
                     now_elapsed = elapsed + time.perf_counter() - seg_start
                     extra = {"online": {"loop": loop.state_dict(), "offline_result": offline_result}}
                     _save_checkpoint(ckpt_path, self.algo, sampler, steps, now_elapsed, update_time, s, steps, extra)

@@ -65,6 +65,7 @@ def test_sac_ft_shares_the_offline_phase_and_drops_the_regulariser_online():
         algo.update(_batch(mc=0.0))
     for key, value in calql.state_dict()["modules"].items():
         torch.testing.assert_close(sac.state_dict()["modules"][key], value, rtol=0, atol=0)
+    assert calql.mc_gamma == calql.config.gamma and sac.mc_gamma is None  # sac_ft's buffer needs no MC returns
     for algo in (calql, sac):
         algo.start_online(None)
     assert "cql_gap" in calql.online_update(_batch(mc=0.0))

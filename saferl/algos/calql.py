@@ -45,9 +45,10 @@ class CalQL(CQL):
     Config = CalQLConfig
 
     @property
-    def mc_gamma(self) -> float:
-        """The online replay buffer computes MC returns of finished episodes with this discount."""
-        return self.config.gamma
+    def mc_gamma(self) -> float | None:
+        """The online replay buffer computes MC returns of finished episodes with this discount; without the
+        regulariser online (``sac_ft``) they are not needed, and transitions enter the buffer as they happen."""
+        return self.config.gamma if self.config.online_cql else None
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         data = super().prepare(data)
