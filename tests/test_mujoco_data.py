@@ -144,15 +144,12 @@ def test_a_task_without_reference_constants_normalises_with_its_datasets(hopper_
     import logging
     from dataclasses import replace
 
-    from hydra import compose, initialize_config_dir
-
     from saferl.envs import TASKS
     from saferl.train import run_experiment
-    from tests.test_train import CONF
+    from tests.conftest import compose_run
 
     monkeypatch.setitem(TASKS, "hopper-velocity", replace(TASKS["hopper-velocity"], reward_min=None, reward_max=None))
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*_TINY_RUN, f"run_dir={tmp_path / 'run'}"])
+    cfg = compose_run(*_TINY_RUN, f"run_dir={tmp_path / 'run'}")
     with caplog.at_level(logging.WARNING):
         result = run_experiment(cfg)
     assert "no reference reward constants" in caplog.text
