@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import box_ctx
 
-from saferl.algos import AlgoContext, get_algorithm
+from saferl.algos import get_algorithm
 from saferl.algos.hnpg import (
     HNPGConfig,
     StepPolicies,
@@ -22,16 +23,15 @@ from saferl.evaluation import rollout
 LOCK = "saferl/CombinationLock-v0"
 
 
-def _lock_ctx(horizon: int) -> AlgoContext:
-    return AlgoContext(
-        obs_dim=observation_dim(horizon),
-        act_dim=10,
-        action_low=np.zeros(10, dtype=np.float32),
-        action_high=np.ones(10, dtype=np.float32),
-        cost_limit=0.0,
-        max_episode_steps=horizon,
-        device=torch.device("cpu"),
+def _lock_ctx(horizon: int):
+    return box_ctx(
+        observation_dim(horizon),
+        10,
         task=get_task("combination-lock"),
+        low=0.0,
+        high=1.0,
+        max_episode_steps=horizon,
+        cost_limit=0.0,
     )
 
 
