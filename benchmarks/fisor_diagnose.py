@@ -25,6 +25,8 @@ import yaml
 
 
 def load_run(run_dir: Path):
+    """The algorithm of a 2-D task run, rebuilt from its config and last checkpoint (eval mode), its task,
+    config and step."""
     from saferl.algos import AlgoContext, get_algorithm
     from saferl.envs import get_task
 

@@ -4,8 +4,12 @@
 
 Every run is `saferl.train.run_experiment` on PointRobot with 10 evaluation episodes, seed 0, one torch thread,
 in a temporary runs root. Printed per run: normalized reward, cost return, wall time, and the last logged
-value of the Lagrange multiplier and of the policy's cost value where the algorithm logs them. The first row
-is a uniformly random policy (no training).
+value of the Lagrange multiplier and of the policy's cost value where the algorithm logs them; runs with
+`eval_every` also print their evaluation curve (updates: normalized reward / cost [/ λ]). The first row is a
+uniformly random policy (no training).
+
+The "long" runs (κ = 10, minutes each) are the settings of the slow tests in tests/test_learning.py and the
+unconstrained controls next to them (κ = 1000: the constraint never binds).
 """
 
 from __future__ import annotations
@@ -18,12 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-SAFE_NETS = [
+NETS_64 = ["algo.actor_hidden=[64,64]", "algo.critic_hidden=[64,64]", "algo.vae_hidden=[64,64]", "algo.batch_size=256"]
+SAFE_NETS = [*NETS_64, "algo.gamma=0.9"]
+CDT_2X64 = [
+    "algo=cdt",
+    "cost_limit=10",
+    "algo.batch_size=128",
+    "algo.embedding_dim=64",
+    "algo.num_layers=2",
+    "algo.num_heads=2",
+    "algo.lr_warmup_steps=100",
+    "algo.learning_rate=3e-4",
+]
+DICE_64 = [
+    "algo=coptidice",
+    "steps=1500",
     "algo.actor_hidden=[64,64]",
     "algo.critic_hidden=[64,64]",
-    "algo.vae_hidden=[64,64]",
     "algo.batch_size=256",
-    "algo.gamma=0.9",
 ]
 RUNS: dict[str, list[str]] = {
     # SAC-N / EDAC with their CORL defaults, small nets: the entropy bonus dominates for thousands of updates
@@ -33,18 +49,55 @@ RUNS: dict[str, list[str]] = {
     "bc_all κ=5": ["algo=bc_all", "cost_limit=5", "steps=1500", "algo.hidden=[64,64]"],
     "bcq_lag κ=5 γ=0.9": ["algo=bcq_lag", "cost_limit=5", "steps=1200", *SAFE_NETS],
     "cpq κ=5 γ=0.9": ["algo=cpq", "cost_limit=5", "steps=1200", *SAFE_NETS],
-    "cdt κ=5 1500 upd, 2×64": [
-        "algo=cdt",
-        "cost_limit=5",
-        "steps=1500",
-        "algo.batch_size=128",
-        "algo.embedding_dim=64",
-        "algo.num_layers=2",
-        "algo.num_heads=2",
-        "algo.lr_warmup_steps=100",
-        "algo.learning_rate=3e-4",
+    "cdt κ=5 1500 upd, 2×64": [*CDT_2X64, "cost_limit=5", "steps=1500"],
+    # κ = 10: is each safe baseline safer than BC-All, and is it its cost signal that makes it so? Each is run
+    # next to a control with the constraint off (κ = 1000 never binds) or the cost signal removed
+    "bc_all κ=10": ["algo=bc_all", "cost_limit=10", "steps=1500", "algo.hidden=[64,64]"],
+    "bcq_lag κ=10 γ=0.9 φ=0.5": [
+        "algo=bcq_lag",
+        "cost_limit=10",
+        "steps=8000",
+        "eval_every=1000",
+        *SAFE_NETS,
+        "algo.phi=0.5",
     ],
+    "cpq κ=10 16k": ["algo=cpq", "cost_limit=10", "steps=16000", "eval_every=2000", *NETS_64],
+    "cpq κ=10 30k": ["algo=cpq", "cost_limit=10", "steps=30000", "eval_every=10000", *NETS_64],
+    "cpq κ=1000 6k": ["algo=cpq", "cost_limit=1000", "steps=6000", "eval_every=2000", *NETS_64],
+    "cdt κ=10 2000 upd, 2×64": [*CDT_2X64, "steps=2000", "eval_every=500"],
+    "cdt κ=10 1000 upd, no cost sampling": [*CDT_2X64, "steps=1000", "algo.cost_sample=false"],
+    "coptidice κ=10": [*DICE_64, "cost_limit=10"],
+    "coptidice κ=1000": [*DICE_64, "cost_limit=1000"],
+    "coptidice costs ignored": [*DICE_64, "cost_limit=10", "algo.cost_scale=0"],
 }
+CDT_COST_TARGETS = (0.0, 5.0, 10.0, 20.0, 40.0)  # after a CDT run: its cost when conditioned on each
+
+
+def _curve(metrics: Path) -> str:
+    """Evaluation rows of a run: 'updates: normalized reward / cost [/ λ]'."""
+    out = []
+    for row in csv.DictReader(metrics.open()):
+        if row.get("eval/cost"):
+            lam = f" / λ {float(row['lagrangian']):.2f}" if row.get("lagrangian") else ""
+            out.append(
+                f"{row['step']}: {float(row['eval/normalized_reward']):.2f} / {float(row['eval/cost']):.1f}{lam}"
+            )
+    return "; ".join(out)
+
+
+def _cdt_target_costs(run_dir: Path) -> str:
+    """Evaluate a finished CDT run's checkpoint conditioned on each of CDT_COST_TARGETS (10 episodes each):
+    equal costs mean the actions do not depend on the cost-to-go."""
+    from fisor_diagnose import load_run  # benchmarks/: rebuilds any 2-D run's algorithm from its checkpoint
+
+    from saferl.evaluation import rollout
+
+    algo, task, _, _ = load_run(run_dir)
+    costs = []
+    for target in CDT_COST_TARGETS:
+        stats = rollout(task.env_id, algo.episodic_policy(target), 10, seed=0)
+        costs.append(f"{target:g} → {stats.costs.mean():.1f}")
+    return ", ".join(costs)
 
 
 def _last(metrics: Path, column: str) -> str:
@@ -86,6 +139,10 @@ def main() -> None:
         qc = _last(metrics, "qc_policy") if metrics else ""
         reward, cost = result["normalized_reward"], result["cost_mean"]
         print(f"{name:<26} {reward:>12.3f} {cost:>7.2f} {wall:>8.0f} {lam:>9} {qc:>15}", flush=True)
+        if metrics and _curve(metrics):
+            print(f"    curve: {_curve(metrics)}", flush=True)
+        if "algo=cdt" in overrides and metrics:
+            print(f"    cost at cost-to-go targets: {_cdt_target_costs(metrics.parent)}", flush=True)
 
 
 if __name__ == "__main__":
