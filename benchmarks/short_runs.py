@@ -100,6 +100,32 @@ def _cdt_target_costs(run_dir: Path) -> str:
     return ", ".join(costs)
 
 
+def _cpq_cost_values(run_dir: Path) -> str:
+    """CPQ's actor learns only where Q_c(s, π(s)) ≤ threshold: the cost value along the first evaluation
+    episode (seed 0) up to its first cost, against that threshold."""
+    import gymnasium as gym
+    import torch
+    from fisor_diagnose import load_run
+
+    algo, task, _, _ = load_run(run_dir)
+    env = gym.make(task.env_id)
+    obs, _ = env.reset(seed=0)
+    values = []
+    for _ in range(task.max_episode_steps):
+        o = torch.as_tensor(obs, dtype=torch.float32)[None]
+        with torch.no_grad():
+            action = algo.policy(o)
+            values.append(float(algo.cost_critic(o, action).amin(0)))
+        obs, _, terminated, truncated, info = env.step(action[0].numpy())
+        if info["cost"] > 0 or terminated or truncated:
+            break
+    env.close()
+    return (
+        f"{len(values)} steps before the first cost: min {min(values):.2f}, max {max(values):.2f} "
+        f"(threshold {algo.q_threshold:.2f})"
+    )
+
+
 def _last(metrics: Path, column: str) -> str:
     rows = [r for r in csv.DictReader(metrics.open()) if r.get(column)]
     return f"{float(rows[-1][column]):.3g}" if rows else ""
@@ -143,6 +169,8 @@ def main() -> None:
             print(f"    curve: {_curve(metrics)}", flush=True)
         if "algo=cdt" in overrides and metrics:
             print(f"    cost at cost-to-go targets: {_cdt_target_costs(metrics.parent)}", flush=True)
+        if "algo=cpq" in overrides and metrics:
+            print(f"    Q_c(s, π(s)) on episode 1: {_cpq_cost_values(metrics.parent)}", flush=True)
 
 
 if __name__ == "__main__":
