@@ -21,35 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-
-
-def load_run(run_dir: Path):
-    """The algorithm of a 2-D task run, rebuilt from its config and last checkpoint (eval mode), its task,
-    config and step."""
-    from saferl.algos import AlgoContext, get_algorithm
-    from saferl.envs import get_task
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    algo_opts = dict(cfg["algo"])
-    name = algo_opts.pop("name")
-    task = get_task(cfg["env"]["name"])
-    cls = get_algorithm(name)
-    ctx = AlgoContext(
-        obs_dim=2,
-        act_dim=2,
-        action_low=np.full(2, -1.0, dtype=np.float32),
-        action_high=np.full(2, 1.0, dtype=np.float32),
-        cost_limit=float(cfg["cost_limit"]),
-        max_episode_steps=task.max_episode_steps,
-        device=torch.device("cpu"),
-        task=task,
-    )
-    torch.manual_seed(int(cfg["seed"]))
-    algo = cls(cls.make_config(algo_opts), ctx)
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    algo.load_state_dict(state["algo"])
-    return algo.eval(), task, cfg, state["step"]
 
 
 def main() -> None:
@@ -62,6 +33,7 @@ def main() -> None:
 
     from saferl.data import load
     from saferl.evaluation import EVAL_SEED_OFFSET
+    from saferl.train import load_run
 
     algo, task, cfg, step = load_run(args.run_dir)
     geo = task.barrier.keywords["geometry"]

@@ -485,6 +485,41 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     return result
 
 
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Algorithm, TaskSpec, dict[str, Any], int]:
+    """A run directory's trained algorithm, rebuilt from its ``config.yaml`` and ``checkpoints/last.pt`` (in
+    eval mode), with its task, its config and the number of updates behind the checkpoint."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    config_path, checkpoint = run_dir / "config.yaml", run_dir / CHECKPOINT
+    if not config_path.is_file() or not checkpoint.is_file():
+        raise SaferlError(
+            f"{run_dir} has no config.yaml and {CHECKPOINT}; pass a run directory that saferl.run wrote "
+            "(it prints it when it starts)"
+        )
+    cfg = yaml.safe_load(config_path.read_text())
+    algo_opts = dict(cfg["algo"])
+    algo_cls = get_algorithm(algo_opts.pop("name"))
+    task = get_task(cfg["env"]["name"])
+    env = gym.make(task.env_id)
+    ctx = AlgoContext(
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        act_dim=int(np.prod(env.action_space.shape)),
+        action_low=env.action_space.low,
+        action_high=env.action_space.high,
+        cost_limit=float(cfg["cost_limit"]),
+        max_episode_steps=task.max_episode_steps,
+        device=resolve_device(device),
+        task=task,
+    )
+    env.close()
+    torch.manual_seed(int(cfg["seed"]))
+    algo = algo_cls(algo_cls.make_config(algo_opts), ctx)
+    state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
+    algo.load_state_dict(state["algo"])
+    return algo.eval(), task, cfg, int(state["step"])
+
+
 def _describe_length(s: RunSettings, steps: int) -> str:
     if s.online_steps > 0:
         return f"{steps} offline updates + {s.online_steps} online env steps"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import compose_run, run_cli
 
-from saferl.train import RunDirError, TrainingDivergedError, run_experiment
+from saferl.train import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
 
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
 EVAL_KEYS = {
@@ -93,6 +93,22 @@ def test_explicit_run_dir_is_never_overwritten(tmp_path, point_dataset):
         run_experiment(config(*common))
     again = run_experiment(config(*common, "resume=true"))  # finished: returns the stored result
     assert again == json.loads(json.dumps(first))
+
+
+def test_load_run_rebuilds_the_trained_policy(tmp_path, point_dataset):
+    import numpy as np
+
+    from saferl.evaluation import rollout
+
+    run_dir = tmp_path / "r"
+    result = run_experiment(config("algo=bc_all", "steps=200", f"run_dir={run_dir}", *TINY))
+    algo, task, cfg, step = load_run(run_dir)
+    assert (type(algo).__name__, task.name, cfg["cost_limit"], step) == ("BCAll", "point-robot", 10.0, 200)
+    stats = rollout(task.env_id, algo.act, 5, seed=0)  # run_experiment's final evaluation, repeated
+    assert np.isclose(stats.costs.mean(), result["cost_mean"])
+    assert np.isclose(stats.rewards.mean(), result["reward_mean"])
+    with pytest.raises(SaferlError, match="config.yaml"):
+        load_run(tmp_path)
 
 
 def test_bc_safe_is_safe_and_bc_all_is_not_on_point_robot(tmp_path, point_dataset):
