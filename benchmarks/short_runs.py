@@ -61,10 +61,28 @@ RUNS: dict[str, list[str]] = {
         *SAFE_NETS,
         "algo.phi=0.5",
     ],
+    "bcq_lag κ=10 γ=0.9 φ=0.05": [
+        "algo=bcq_lag",
+        "cost_limit=10",
+        "steps=8000",
+        "eval_every=1000",
+        *SAFE_NETS,
+    ],
     "cpq κ=10 16k": ["algo=cpq", "cost_limit=10", "steps=16000", "eval_every=2000", *NETS_64],
     "cpq κ=10 30k": ["algo=cpq", "cost_limit=10", "steps=30000", "eval_every=10000", *NETS_64],
     "cpq κ=1000 6k": ["algo=cpq", "cost_limit=1000", "steps=6000", "eval_every=2000", *NETS_64],
     "cdt κ=10 2000 upd, 2×64": [*CDT_2X64, "steps=2000", "eval_every=500"],
+    "cdt κ=10 4000 upd, 2×64, lr 1e-3": [*CDT_2X64, "steps=4000", "eval_every=1000", "algo.learning_rate=1e-3"],
+    "cdt κ=10 8000 upd, 2×64": [*CDT_2X64, "steps=8000", "eval_every=2000"],
+    # the cost-to-go at the return-to-go's scale (cost_scale 0.1): the slow test's setting is the lr 1e-3 one
+    "cdt κ=10 2000 upd, 2×64, cost_scale 0.1": [*CDT_2X64, "steps=2000", "eval_every=1000", "algo.cost_scale=0.1"],
+    "cdt κ=10 2000 upd, 2×64, cost_scale 0.1, lr 1e-3": [
+        *CDT_2X64,
+        "steps=2000",
+        "eval_every=1000",
+        "algo.cost_scale=0.1",
+        "algo.learning_rate=1e-3",
+    ],
     "cdt κ=10 1000 upd, no cost sampling": [*CDT_2X64, "steps=1000", "algo.cost_sample=false"],
     "coptidice κ=10": [*DICE_64, "cost_limit=10"],
     "coptidice κ=1000": [*DICE_64, "cost_limit=1000"],
@@ -88,9 +106,8 @@ def _curve(metrics: Path) -> str:
 def _cdt_target_costs(run_dir: Path) -> str:
     """Evaluate a finished CDT run's checkpoint conditioned on each of CDT_COST_TARGETS (10 episodes each):
     equal costs mean the actions do not depend on the cost-to-go."""
-    from fisor_diagnose import load_run  # benchmarks/: rebuilds any 2-D run's algorithm from its checkpoint
-
     from saferl.evaluation import rollout
+    from saferl.train import load_run
 
     algo, task, _, _ = load_run(run_dir)
     costs = []
@@ -105,7 +122,8 @@ def _cpq_cost_values(run_dir: Path) -> str:
     episode (seed 0) up to its first cost, against that threshold."""
     import gymnasium as gym
     import torch
-    from fisor_diagnose import load_run
+
+    from saferl.train import load_run
 
     algo, task, _, _ = load_run(run_dir)
     env = gym.make(task.env_id)

@@ -8,7 +8,11 @@ threshold κ and the reward-to-go at a target return, and both count down with t
 Training, as OSRL:
   * episodes are sampled with probability ∝ max(0, 50 − cost return) (`cost_sample`, `cost_transform`),
     windows of `seq_len` steps start uniformly inside the episode and are padded at the end;
-  * cost-to-go inputs are transformed to 50 − Ĉ (`cost_transform`);
+  * cost-to-go inputs are transformed to 50 − Ĉ (`cost_transform`), then scaled by `cost_scale` (OSRL scales
+    first, 50 − cost_scale·Ĉ; the same at its default cost_scale = 1). The tokens pass a LayerNorm, which keeps
+    the direction of c·w but not the size of c, so inputs of tens (50 − Ĉ) barely reach the model: on PointRobot
+    the actions ignore the cost target for 8,000+ updates at cost_scale = 1 and follow it after 2,000 at 0.1,
+    the return-to-go's scale (benchmarks/baselines.md);
   * stochastic tanh-Gaussian action head with learned entropy temperature (target entropy −|A|), plus an
     auxiliary 2-class "will this step cost" prediction from the action token (weight 0.02);
   * Pareto-frontier return augmentation (`augment_percent` of episodes copied with relabelled
@@ -129,7 +133,9 @@ class CDTModel(nn.Module):
     def forward(self, states, actions, rtg, ctg, timesteps, padding_mask=None) -> tuple[Normal, torch.Tensor]:
         b, k = states.shape[:2]
         time = self.timestep_emb(timesteps)
-        ctg = self.cfg.cost_transform_offset - ctg  # OSRL's cost_transform
+        # OSRL's cost_transform 50 − Ĉ, taken in cost units and then scaled like every cost input
+        # (OSRL: 50 − cost_scale·Ĉ; the same at its default cost_scale = 1)
+        ctg = self.cfg.cost_transform_offset * self.cfg.cost_scale - ctg
         tokens = [
             self.return_emb(rtg.unsqueeze(-1)) + time,
             self.cost_emb(ctg.unsqueeze(-1)) + time,
