@@ -70,6 +70,8 @@ RUNS: dict[str, list[str]] = {
     ],
     "cpq κ=10 16k": ["algo=cpq", "cost_limit=10", "steps=16000", "eval_every=2000", *NETS_64],
     "cpq κ=10 30k": ["algo=cpq", "cost_limit=10", "steps=30000", "eval_every=10000", *NETS_64],
+    "cpq κ=20 6k": ["algo=cpq", "cost_limit=20", "steps=6000", "eval_every=2000", *NETS_64],
+    "cpq κ=10 OSRL nets 300 upd": ["algo=cpq", "cost_limit=10", "steps=300"],  # speed of the 300/400-unit default
     "cpq κ=1000 6k": ["algo=cpq", "cost_limit=1000", "steps=6000", "eval_every=2000", *NETS_64],
     "cdt κ=10 2000 upd, 2×64": [*CDT_2X64, "steps=2000", "eval_every=500"],
     "cdt κ=10 4000 upd, 2×64, lr 1e-3": [*CDT_2X64, "steps=4000", "eval_every=1000", "algo.learning_rate=1e-3"],
@@ -183,8 +185,9 @@ def main() -> None:
         qc = _last(metrics, "qc_policy") if metrics else ""
         reward, cost = result["normalized_reward"], result["cost_mean"]
         print(f"{name:<26} {reward:>12.3f} {cost:>7.2f} {wall:>8.0f} {lam:>9} {qc:>15}", flush=True)
-        if metrics and _curve(metrics):
-            print(f"    curve: {_curve(metrics)}", flush=True)
+        curve = _curve(metrics) if metrics else ""
+        if curve:
+            print(f"    curve: {curve}", flush=True)
         if "algo=cdt" in overrides and metrics:
             print(f"    cost at cost-to-go targets: {_cdt_target_costs(metrics.parent)}", flush=True)
         if "algo=cpq" in overrides and metrics:

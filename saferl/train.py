@@ -515,7 +515,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Algorithm, TaskS
     env.close()
     torch.manual_seed(int(cfg["seed"]))
     algo = algo_cls(algo_cls.make_config(algo_opts), ctx)
-    state = torch.load(checkpoint, map_location=ctx.device, weights_only=False)
+    state = _read_checkpoint(checkpoint, str(checkpoint), ctx.device)
     algo.load_state_dict(state["algo"])
     return algo.eval(), task, cfg, int(state["step"])
 
@@ -553,6 +553,13 @@ def _check_online_settings(s: RunSettings, algo_cls: type[Algorithm]) -> None:
         raise SaferlError(f"online_envs must be >= 1, got {s.online_envs}")
 
 
+def _read_checkpoint(path: Path, label: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:  # noqa: BLE001  (torch raises many types for damaged files)
+        raise SaferlError(f"{label}: cannot read the checkpoint ({err}); it may be corrupt") from None
+
+
 def _load_init(path_str: str, algo: str) -> dict[str, Any]:
     """The offline checkpoint that ``init_from`` names (a run directory or a ``.pt`` file)."""
     path = Path(path_str)
@@ -563,10 +570,7 @@ def _load_init(path_str: str, algo: str) -> dict[str, Any]:
             f"init_from={path_str}: no checkpoint found there; pass a run directory (with "
             f"{OFFLINE_CHECKPOINT} or {CHECKPOINT}) or a .pt checkpoint file"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001  (torch raises many types for damaged files)
-        raise SaferlError(f"init_from={path}: cannot read the checkpoint ({err}); it may be corrupt") from None
+    state = _read_checkpoint(path, f"init_from={path}")
     if state.get("online") is not None:
         raise SaferlError(f"init_from={path} was written during an online phase; use that run's {OFFLINE_CHECKPOINT}")
     log.info("starting from %s (written by %s after %d updates)", path, state["settings"]["algo"], state["step"])
