@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from saferl.cli import setup_logging, user_errors
 from saferl.console import print_table
 from saferl.data import build, load, minari_io, recipe_for
+from saferl.data.coverage import hazard_coverage, reward_frontier
 from saferl.data.plots import scatter_plot
 from saferl.data.sb3_recipe import SB3Recipe, build_sb3, safe_fractions
 from saferl.envs import get_task
@@ -80,6 +81,10 @@ def collect(
             )
             continue
         meta = data.metadata
+        rewards = data.episode_rewards.cpu().numpy()
+        lo, hi = (task.reward_min, task.reward_max) if task.reward_min is not None else (rewards.min(), rewards.max())
+        frontier = reward_frontier(costs, rewards, task.cost_thresholds, lo, hi)
+        summary["frontier"] = {p.threshold: {"best_safe": p.best_safe, "best_unsafe": p.best_unsafe} for p in frontier}
         rows = [
             ["episodes", summary["episodes"]],
             ["transitions", summary["transitions"]],
@@ -90,8 +95,24 @@ def collect(
                 ", ".join(f"{v:.0%} at κ={k}" for k, v in summary["safe_fraction"].items())
                 + f"; {np.mean(costs == 0):.0%} cost-free",
             ],
+            [
+                "frontier (best safe / best unsafe normalized reward)",
+                ", ".join(f"κ={p.threshold:g}: {_fmt(p.best_safe)} / {_fmt(p.best_unsafe)}" for p in frontier),
+            ],
             ["behaviour", ", ".join(f"{k} {v}" for k, v in meta["behaviour_counts"].items())],
         ]
+        if task.barrier is not None and "geometry" in getattr(task.barrier, "keywords", {}):
+            coverage = hazard_coverage(data, task.barrier.keywords["geometry"].hazards)
+            summary["hazard_coverage"] = [c.episode_fraction for c in coverage]
+            rows.append(
+                [
+                    "hazards entered (share of episodes, transitions)",
+                    ", ".join(
+                        f"({c.center[0]:g}, {c.center[1]:g}) r={c.radius:g}: {c.episode_fraction:.1%}, {c.transitions}"
+                        for c in coverage
+                    ),
+                ]
+            )
         if "train_seconds" in meta:
             rows.append(["SAC training / rollouts", f"{meta['train_seconds']:g} s / {meta['rollout_seconds']:g} s"])
         rows += [["dataset", str(path)], ["scatter plot", str(plot)]]
@@ -101,6 +122,10 @@ def collect(
         prefix = dataset_id.rsplit("/", 1)[0]
         print_table(f"D4RL-style datasets {prefix}/<dataset> of the λ=0 SAC run", columns, others)
     return summaries
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="collect")

@@ -13,6 +13,7 @@ import torch
 from minari.data_collector import EpisodeBuffer
 
 from saferl.data import DatasetCorruptError, DatasetNotFoundError, build, load, minari_io, reader
+from saferl.data.coverage import hazard_coverage, reward_frontier
 from saferl.envs import get_task
 
 
@@ -65,7 +66,28 @@ def test_mixed_dataset_spreads_over_the_cost_reward_plane(point_dataset):
     assert rewards[unsafe].max() > rewards[safe].max()
     meta = data.metadata
     assert meta["recipe"] == "point-robot/mixed" and meta["seed"] == 0
-    assert set(meta["behaviour_counts"]) >= {"goal-seeking", "hazard-avoiding", "random-uniform"}
+    assert set(meta["behaviour_counts"]) >= {"goal-seeking", "hazard-avoiding", "waypoint", "random-uniform"}
+
+
+@pytest.mark.parametrize("task_name", ["point-robot", "boat-robot"])
+def test_every_hazard_is_entered_and_safe_episodes_reach_the_frontier(task_name, point_dataset, boat_dataset):
+    """An offline method can only learn a hazard is unsafe if the data enters it with a cost (recipe v1 never
+    entered PointRobot's two flanking hazards nor the boat's downstream one), and it can only find a good safe
+    policy if safe episodes come close in reward to the best unsafe ones at every threshold."""
+    task = get_task(task_name)
+    data = load(point_dataset if task_name == "point-robot" else boat_dataset)
+    coverage = hazard_coverage(data, task.barrier.keywords["geometry"].hazards)
+    assert len(coverage) == len(task.barrier.keywords["geometry"].hazards)
+    for hazard in coverage:
+        assert hazard.episode_fraction >= 0.05, hazard
+    # entering a hazard is what costs: every transition ending inside one carries a cost
+    inside_any = torch.zeros(data.num_transitions, dtype=torch.bool)
+    for (cx, cy), r in ((c.center, c.radius) for c in coverage):
+        inside_any |= torch.hypot(data.next_observations[:, 0] - cx, data.next_observations[:, 1] - cy) < r
+    assert bool((data.costs[inside_any] == 1).all()) and bool((data.costs[~inside_any] == 0).all())
+    costs, rewards = data.episode_costs.numpy(), data.episode_rewards.numpy()
+    for point in reward_frontier(costs, rewards, task.cost_thresholds, task.reward_min, task.reward_max):
+        assert point.best_safe is not None and point.gap <= 0.1, point
 
 
 def test_minari_round_trip_keeps_costs(minari_root):
@@ -198,7 +220,7 @@ def test_truncated_file_without_checksum_still_names_the_file(minari_root):
 def test_metadata_records_recipe_seed_and_checksum(point_dataset):
     meta = json.loads((minari_io.dataset_dir(point_dataset) / "data" / "metadata.json").read_text())
     block = meta["saferl"]
-    assert block["recipe"] == "point-robot/mixed" and block["seed"] == 0 and block["recipe_version"] == 1
+    assert block["recipe"] == "point-robot/mixed" and block["seed"] == 0 and block["recipe_version"] == 2
     assert len(block["checksums"]["main_data.hdf5"]) == 64
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -89,6 +90,48 @@ class NavController:
         if self.noise > 0.0:
             action += self.rng.normal(0.0, self.noise, size=2)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class WaypointController:
+    """Drive straight to a waypoint (hazards ignored), then on to the goal with a `NavController`.
+
+    Waypoints placed in and around each hazard make the data visit hazards that no start→goal path crosses
+    (the flanking discs of PointRobot, the boat's downstream disc): without them an offline method never sees
+    a cost there and cannot learn that those regions are unsafe. The first leg ends at the waypoint or at the
+    closest approach to it (the drifting boat may not be able to stop on it).
+    """
+
+    def __init__(self, waypoint: tuple[float, float], to_waypoint: NavController, to_goal: NavController):
+        self.waypoint = waypoint
+        self.first_leg = to_waypoint
+        self.second_leg = to_goal
+        self._best = math.inf
+        self._passed = False
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if not self._passed:
+            dist = math.hypot(float(obs[0]) - self.waypoint[0], float(obs[1]) - self.waypoint[1])
+            # reached (within 5 cm) or moving away from it again
+            self._passed = dist < 0.05 or dist > self._best + 1e-6
+            self._best = min(self._best, dist)
+        return (self.second_leg if self._passed else self.first_leg)(obs)
+
+
+def waypoint_controller(
+    geometry: NavGeometry,
+    rng: np.random.Generator,
+    speed: float,
+    noise: float,
+    goal_margin: float | None,
+) -> WaypointController:
+    """A waypoint in or near a hazard drawn uniformly from all of them: at ρ·r from its centre in a random
+    direction, ρ ~ U[0, 1.3] (mostly inside, so that most such episodes enter it)."""
+    cx, cy, r = geometry.hazards[int(rng.integers(len(geometry.hazards)))]
+    rho, theta = rng.uniform(0.0, 1.3), rng.uniform(0.0, 2.0 * math.pi)
+    waypoint = (cx + rho * r * math.cos(theta), cy + rho * r * math.sin(theta))
+    # the first leg reuses the controller with the waypoint as its goal (it then also slows down on arrival)
+    to_waypoint = NavController(replace(geometry, goal=waypoint, goal_radius=0.05), rng, None, speed, noise)
+    return WaypointController(waypoint, to_waypoint, NavController(geometry, rng, goal_margin, speed, noise))
 
 
 class UniformRandom:

@@ -68,6 +68,9 @@ def _nav_mix(
         return kind, behaviour.NavController(
             geo, rng, rng.uniform(0.3, 0.8), rng.uniform(*cautious_speed), rng.uniform(0.0, 0.2)
         )
+    if kind == "waypoint":  # through a point in or near any hazard, then to the goal, avoiding or not
+        goal_margin = None if rng.random() < 0.5 else rng.uniform(0.0, 0.4)
+        return kind, behaviour.waypoint_controller(geo, rng, rng.uniform(*speed), rng.uniform(0.0, 0.2), goal_margin)
     if kind == "random-uniform":
         return kind, behaviour.UniformRandom(rng)
     if kind == "random-correlated":
@@ -75,11 +78,14 @@ def _nav_mix(
     raise ValueError(kind)
 
 
+# Version 2 adds the waypoint behaviour: in version 1 no episode entered PointRobot's two flanking hazards or
+# the boat's downstream one (0 transitions), so no offline method could learn they are unsafe.
 _NAV_WEIGHTS = {
-    "goal-seeking": 0.35,
-    "risky": 0.25,
-    "hazard-avoiding": 0.20,
+    "goal-seeking": 0.22,
+    "risky": 0.18,
+    "hazard-avoiding": 0.15,
     "cautious": 0.10,
+    "waypoint": 0.25,
     "random-uniform": 0.05,
     "random-correlated": 0.05,
 }
@@ -99,7 +105,7 @@ def _nav_recipe(task: str, geometry: NavGeometry, policy, episodes: int, descrip
         task=task,
         episodes=episodes,
         seed=0,
-        version=1,
+        version=2,
         description=description,
         make_policy=policy,
         geometry=geometry,
@@ -143,16 +149,16 @@ RECIPES: dict[str, Recipe | LockRecipe] = {
             POINT_ROBOT,
             _point_policy,
             episodes=1000,
-            description="PointRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious and random "
-            "behaviour, 1000 episodes",
+            description="PointRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious, hazard-visiting "
+            "(waypoint) and random behaviour, 1000 episodes",
         ),
         _nav_recipe(
             "boat-robot",
             BOAT_ROBOT,
             _boat_policy,
             episodes=600,
-            description="BoatRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious and random "
-            "behaviour, 600 episodes",
+            description="BoatRobot mixed: hazard-ignoring, hazard-cutting, hazard-avoiding, cautious, hazard-visiting "
+            "(waypoint) and random behaviour, 600 episodes",
         ),
         # The authors collect 50 000 episodes, but each HNPG iteration samples only N_online / H transitions per
         # step (200 at H = 5). Minari writes every episode as its own HDF5 group (~4 ms each here), so 50 000

@@ -132,8 +132,8 @@ TASKS: dict[str, TaskSpec] = {
             hazard_nav.POINT_ROBOT,
             cost_thresholds=(5.0, 10.0, 20.0),
             default_cost_limit=10.0,
-            reward_min=-0.8563825604942394,
-            reward_max=17.488039888441563,
+            reward_min=-0.9919852083548903,
+            reward_max=17.51014168560505,
             description="2-D point robot, ṗ = u, goal (2.2, 2.2), three disc hazards, 200 steps",
         ),
         _nav_task(
@@ -142,8 +142,8 @@ TASKS: dict[str, TaskSpec] = {
             hazard_nav.BOAT_ROBOT,
             cost_thresholds=(5.0, 10.0, 20.0),
             default_cost_limit=10.0,
-            reward_min=-3.6795831763222395,
-            reward_max=2.33614092040807,
+            reward_min=-6.962255525868386,
+            reward_max=2.3376313215121627,
             description="V-OCBF boat in a river current, ẋ = u1 + 2 − 0.5y², ẏ = u2, goal (1.5, 0), 400 steps",
         ),
         # R_min/R_max: the reference builds recorded in benchmarks/datasets.md
