@@ -83,6 +83,7 @@ class RunSettings:
     online_envs: int = 1  # envs stepped in lock-step during online interaction
     init_from: str | None = None  # a run dir or checkpoint: start online from its offline policy
     safety_filter: str = "none"  # "cbf": online interaction through SafetyFilter with the task's barrier
+    allow_env_mismatch: bool = False  # train on a dataset recorded on another task whose shapes match
 
 
 def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
@@ -252,7 +253,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_compatible(data: OfflineDataset, env: gym.Env, dataset_name: str, env_id: str) -> None:
+def check_compatible(
+    data: OfflineDataset, env: gym.Env, dataset_name: str, task: TaskSpec, allow_env_mismatch: bool = False
+) -> None:
+    env_id = task.env_id
     obs_shape = env.observation_space.shape
     act_shape = env.action_space.shape
     if not isinstance(env.action_space, gym.spaces.Box) or obs_shape is None or len(obs_shape) != 1:
@@ -262,6 +266,15 @@ def check_compatible(data: OfflineDataset, env: gym.Env, dataset_name: str, env_
             f"dataset {dataset_name} does not match env {env_id}: dataset observations have shape "
             f"({data.obs_dim},) and actions ({data.act_dim},), the env expects observations {obs_shape} and "
             f"actions {act_shape}; pick the dataset recorded on this env (dataset=...) or the matching env=..."
+        )
+    recorded = data.metadata.get("env_id")
+    if not task.records_on(recorded) and not allow_env_mismatch:
+        # Same shapes, other task: e.g. PointRobot data on BoatRobot trains without complaint and learns the
+        # wrong dynamics, hazards and goal.
+        raise DatasetError(
+            f"dataset {dataset_name} was recorded on {recorded}, not on {env_id} (env={task.name}); train on "
+            f"env={task.name}'s own dataset (dataset={task.dataset_id}), pick the env it was recorded on, or "
+            "pass allow_env_mismatch=true if you mean to train on another task's data"
         )
     bad = [
         name
@@ -332,7 +345,7 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
     ensure(dataset_name, progress=s.progress)
     data = load(dataset_name, device=device, download=s.download)
     env = gym.make(task.env_id)
-    check_compatible(data, env, dataset_name, task.env_id)
+    check_compatible(data, env, dataset_name, task, s.allow_env_mismatch)
     if task.reward_min is None or task.reward_max is None:
         # No reference build has fixed this task's R_min/R_max yet: use the training dataset's own episode
         # returns (the same definition, recorded at build time) and say so, since scores then depend on it.

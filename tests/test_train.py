@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import compose_run, run_cli
 
+from saferl.envs import get_task
 from saferl.train import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
 
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
@@ -238,6 +239,27 @@ def test_dataset_that_does_not_match_the_env_names_both_shapes(tmp_path, minari_
     assert proc.returncode == 1
     out = proc.stdout + proc.stderr
     assert "(3,)" in out and "(1,)" in out and "(2,)" in out and "does not match env saferl/PointRobot-v0" in out
+
+
+def test_dataset_of_another_task_with_the_same_shapes_is_refused_unless_allowed(tmp_path, point_dataset):
+    """PointRobot data has BoatRobot's shapes (2-d observations and actions) but another goal, hazards and
+    dynamics: training on it must be a deliberate choice."""
+    args = ("env=boat-robot", f"dataset={point_dataset}", "steps=5", f"runs_root={tmp_path}", *TINY)
+    proc = run_cli("saferl.run", *args, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out
+    assert "recorded on saferl/PointRobot-v0, not on saferl/BoatRobot-v0" in out and "allow_env_mismatch=true" in out
+    assert not list(tmp_path.rglob("config.yaml"))
+    proc = run_cli("saferl.run", *args, "allow_env_mismatch=true", cwd=tmp_path, check=True)
+    result = json.loads(next(tmp_path.rglob("eval.json")).read_text())
+    assert result["env"] == "boat-robot" and result["dataset"] == point_dataset
+
+
+def test_velocity_task_accepts_data_recorded_on_its_gymnasium_env():
+    task = get_task("halfcheetah-velocity")
+    assert task.records_on("saferl/HalfCheetahVelocity-v1") and task.records_on("HalfCheetah-v5")
+    assert task.records_on(None)  # a dataset that names no env cannot be checked
+    assert not task.records_on("Hopper-v5") and not get_task("boat-robot").records_on("saferl/PointRobot-v0")
 
 
 def test_corrupt_dataset_stops_before_training(tmp_path, minari_root):

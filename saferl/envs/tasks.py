@@ -48,6 +48,16 @@ class TaskSpec:
     # False for tasks that end every episode themselves (terminated) within max_episode_steps: they are
     # registered without gymnasium's TimeLimit, which would also flag their last step as truncated.
     time_limit: bool = True
+    # Other envs whose recordings share this task's observations, actions and dynamics (any version): the
+    # velocity tasks accept D4RL-style Minari datasets recorded on gymnasium's own ``HalfCheetah-v5`` etc.
+    compatible_envs: tuple[str, ...] = ()
+
+    def records_on(self, env_id: str | None) -> bool:
+        """Whether a dataset recorded on ``env_id`` (Minari's env spec) was recorded on this task; None (the
+        dataset names no env) cannot be checked and counts as yes."""
+        if env_id is None or env_id == self.env_id:
+            return True
+        return env_id.rsplit("-v", 1)[0] in self.compatible_envs
 
     def f(self, obs: Any) -> Any:
         if self.drift is None:
@@ -101,6 +111,7 @@ def _velocity_task(agent: str, reward_range: tuple[float, float] | None = None) 
         reward_min=None if reward_range is None else reward_range[0],
         reward_max=None if reward_range is None else reward_range[1],
         description=f"{agent}-v5, cost 1 per step with {speed} > {rule.threshold} (safety-gymnasium v1), 1000 steps",
+        compatible_envs=(agent,),
     )
 
 
