@@ -84,6 +84,7 @@ class RunSettings:
     init_from: str | None = None  # a run dir or checkpoint: start online from its offline policy
     safety_filter: str = "none"  # "cbf": online interaction through SafetyFilter with the task's barrier
     allow_env_mismatch: bool = False  # train on a dataset recorded on another task whose shapes match
+    preset: str = "cpu"  # the algorithm sizes composed into algo (conf/algo_preset); recorded for the record
 
 
 def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
@@ -94,6 +95,8 @@ def settings_from(cfg: Any) -> tuple[RunSettings, dict[str, Any]]:
     algo_opts = dict(raw.pop("algo"))
     env_opts = dict(raw.pop("env"))
     raw.pop("hydra", None)
+    if isinstance(raw.get("preset"), dict):  # the preset config group: {name: cpu|paper}
+        raw["preset"] = raw["preset"]["name"]
     known = set(RunSettings.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -63,20 +63,74 @@ def test_smoke_update_changes_every_parameter_and_round_trips(name, point_datase
     assert single.shape == (data.act_dim,) and np.all(np.abs(single) <= 1.0)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_cli_config_matches_dataclass_defaults(name):
-    """conf/algo/<name>.yaml (after its defaults list) equals the algorithm's dataclass defaults."""
+def _composed_algo(name: str, preset: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"algo={name}"])
-    opts = OmegaConf.to_container(cfg.algo)
+        cfg = compose(config_name="config", overrides=[f"algo={name}", f"preset={preset}"])
+    return OmegaConf.to_container(cfg.algo)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_cli_config_matches_dataclass_defaults(name):
+    """conf/algo/<name>.yaml (after its defaults list) equals the algorithm's dataclass defaults: the papers'
+    settings, what preset=paper composes."""
+    opts = _composed_algo(name, "paper")
     assert opts.pop("name") == name
     cls = get_algorithm(name)
     defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()} == defaults
     assert yaml.safe_load((CONF / f"{name}.yaml").read_text())["name"] == name
+
+
+PRESETS = CONF.parent / "algo_preset"
+# Matmul FLOPs of a whole default run (one update's count × steps) that a 2-core CPU gets through in about
+# twenty minutes: benchmarks/throughput.md measures ~50 GFLOP/s of useful fp32 work for 256-wide updates here.
+CPU_RUN_FLOPS = 6e13
+
+
+def _run_flops(name: str, preset: str, data) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    opts = _composed_algo(name, preset)
+    opts.pop("name")
+    cls = get_algorithm(name)
+    config = cls.make_config(opts)
+    torch.manual_seed(0)
+    algo = cls(config, _ctx(data))
+    train = algo.prepare(data)
+    gen = torch.Generator().manual_seed(0)
+    algo.update(algo.sample(train, config.batch_size, gen))  # lazily built state, schedules
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(2):  # TD3+BC-style delayed actor steps alternate
+            algo.update(algo.sample(train, config.batch_size, gen))
+    return counter.get_total_flops() / 2 * config.steps
+
+
+def test_cpu_presets_name_real_algorithms_and_fields():
+    for path in sorted(PRESETS.glob("*.yaml")):
+        preset, _, name = path.stem.partition("_")
+        assert preset == "cpu" and name in REGISTRY, path.name
+        cpu, paper = _composed_algo(name, "cpu"), _composed_algo(name, "paper")
+        assert set(cpu) == set(paper) and cpu != paper, path.name  # only known fields, and it changes some
+
+
+@pytest.mark.parametrize("name", sorted(n for n in REGISTRY if n != "hnpg"))  # HNPG: online only, no offline run
+def test_every_default_run_fits_a_cpu(name, point_dataset):
+    """`python -m saferl.run algo=<name>` (preset=cpu by default) must end on a 2-core CPU: its whole run's
+    matmul FLOPs stay within what that machine does in about twenty minutes. Counted, not timed: the same on
+    every machine (measured times per preset: benchmarks/presets.py)."""
+    flops = _run_flops(name, "cpu", load(point_dataset))
+    assert flops <= CPU_RUN_FLOPS, f"{name}: {flops:.2e} FLOPs; add or shrink conf/algo_preset/cpu_{name}.yaml"
+
+
+@pytest.mark.parametrize("name", ["cdt", "cpq", "fisor"])
+def test_paper_presets_are_the_gpu_sized_ones(name, point_dataset):
+    """The three that motivated the presets really are beyond a CPU at the papers' settings (so the check
+    above can fail)."""
+    assert _run_flops(name, "paper", load(point_dataset)) > 10 * CPU_RUN_FLOPS
 
 
 def test_unknown_algorithm_and_option_errors_list_valid_names():
