@@ -219,6 +219,19 @@ def suite_from(argv: list[str]):
     return parse_suite(compose_bench(argv).suite)
 
 
+def test_plateau_compares_the_last_quarter_of_training_with_the_quarter_before():
+    from saferl.bench.curves import plateau
+
+    steps = [1000 * i for i in range(1, 9)]
+    flat = plateau(steps, [0.1, 0.4, 0.6, 0.70, 0.71, 0.70, 0.72, 0.71], [2.0, 1.5, 1.0, 0.5, 0.5, 0.5, 0.4, 0.5])
+    assert flat.plateaued is True and abs(flat.reward_delta) < 0.02
+    rising = plateau(steps, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.5] * 8)
+    assert rising.plateaued is False and rising.reward_delta == pytest.approx(0.2)
+    cost_moving = plateau(steps, [0.5] * 8, [3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 1.0, 1.0])
+    assert cost_moving.plateaued is False and cost_moving.cost_delta == pytest.approx(-2.0)
+    assert plateau(steps[:3], [0.5] * 3, [0.5] * 3).plateaued is None
+
+
 def test_quick_suite_expands_with_valid_overrides_and_distinct_run_dirs(tmp_path):
     suite = suite_from(["suite=quick"])
     specs = expand(suite, tmp_path, need_data=False)
@@ -330,6 +343,13 @@ def test_local_suite_end_to_end_rerun_resume_and_a_failing_run(local_smoke, caps
         assert by_agent[agent]["mean_cost"] == pytest.approx(np.mean([r["normalized_cost"]["10"] for r in mine]))
     md = (root / "results" / "leaderboard.md").read_text()
     assert "## Failed runs" in md and "broken on point-robot seed 0" in md
+    # learning curves: the seed mean of every run's evaluations at steps 15, 30, 45 and the final one at 60
+    assert "## Convergence" in md and (root / "results" / "plots" / "curves-point-robot.png").stat().st_size > 0
+    curve = next(c for c in results["curves"] if c["agent"] == "bc_all")
+    assert curve["steps"] == [15, 30, 45, 60] and curve["runs"] == 2
+    finals = [r["normalized_reward"] for r in runs.values() if r["algo"] == "bc_all"]
+    assert curve["reward"][-1] == pytest.approx(np.mean(finals))
+    assert curve["plateau"]["plateaued"] is not None
     assert 'src="data:image/png;base64,' in (root / "results" / "leaderboard.html").read_text()
 
     # rerun: finished runs are skipped and untouched, failed ones are tried again, and a run killed after its

@@ -40,6 +40,7 @@ class RunRecord:
     cost_limit: float
     per_threshold: bool
     result: dict[str, Any]  # the run's eval.json
+    curve: Any = None  # saferl.bench.curves.RunCurve: its evaluations during training, if any
 
 
 @dataclass
@@ -310,6 +311,7 @@ def _timing(records: list[RunRecord], agents: list[str]) -> list[Timing]:
 
 def collect(specs: list[Any]) -> tuple[list[RunRecord], dict[str, str], list[str]]:
     """Records of the finished runs of a suite, the failed runs' errors, and the runs not done yet."""
+    from saferl.bench.curves import read_run_curve
     from saferl.bench.runner import read_state
     from saferl.train import EVAL_FILE
 
@@ -318,7 +320,10 @@ def collect(specs: list[Any]) -> tuple[list[RunRecord], dict[str, str], list[str
         path = Path(spec.run_dir) / EVAL_FILE
         if path.is_file():
             result = json.loads(path.read_text())
-            records.append(RunRecord(spec.agent, spec.task, spec.seed, spec.cost_limit, spec.per_threshold, result))
+            curve = read_run_curve(Path(spec.run_dir), result)
+            records.append(
+                RunRecord(spec.agent, spec.task, spec.seed, spec.cost_limit, spec.per_threshold, result, curve)
+            )
             continue
         state = read_state(Path(spec.run_dir)) or {}
         if state.get("state") == "failed":

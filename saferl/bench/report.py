@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import html
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from saferl.bench.aggregate import AgentSummary, CellStats, Leaderboard, RunRecord
+from saferl.bench.curves import COST_TOL, REWARD_TOL, AgentCurve, agent_curves, convergence_table, plot_curves
 
 PLOTS = "plots"
 
@@ -47,6 +49,10 @@ def _kappa(k: float) -> str:
 
 def task_plot_name(task: str) -> str:
     return f"task-{task}.png"
+
+
+def curve_plot_name(task: str) -> str:
+    return f"curves-{task}.png"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,7 +292,15 @@ METRIC_NOTE = (
 )
 
 
-def render_markdown(board: Leaderboard, meta: dict[str, Any]) -> str:
+CONVERGENCE_NOTE = (
+    "Curves: normalized reward and normalized cost (averaged over the task's thresholds) against gradient "
+    "steps, mean over seeds, from the runs' periodic evaluations (`eval_every`) and their final one. A row has "
+    "plateaued when the mean of its evaluations in the last quarter of training is within {r:g} (reward) and "
+    "{c:g} (cost) of the mean of those in the quarter before (saferl/bench/curves.py)."
+)
+
+
+def render_markdown(board: Leaderboard, meta: dict[str, Any], curves: list[AgentCurve] | None = None) -> str:
     out = [f"# Leaderboard: suite `{board.suite}`", "", *_header_lines(board, meta), ""]
     out += [METRIC_NOTE.format(reps=board.bootstrap_reps), ""]
     cols, rows, agents = overall_table(board)
@@ -300,6 +314,12 @@ def render_markdown(board: Leaderboard, meta: dict[str, Any]) -> str:
         styles = ["safe" if c.safe else "unsafe" for c in stats]
         out += [_md_table(cols, rows, styles) if rows else "_no finished runs_", ""]
         out += [f"![{task}: reward against cost]({PLOTS}/{task_plot_name(task)})", ""]
+    if curves:
+        out += ["## Convergence", "", CONVERGENCE_NOTE.format(r=REWARD_TOL, c=COST_TOL), ""]
+        out += [_md_table(*convergence_table(curves)), ""]
+        for task in board.tasks:
+            if any(c.task == task for c in curves):
+                out += [f"![{task}: learning curves]({PLOTS}/{curve_plot_name(task)})", ""]
     cols, rows = timing_table(board)
     out += ["## Training time", "", _md_table(cols, rows), ""]
     out += [
@@ -371,7 +391,9 @@ def _safety_class(a: AgentSummary) -> str:
     return "unsafe" if a.safe_tasks == 0 else "partial"
 
 
-def render_html(board: Leaderboard, meta: dict[str, Any], plots: dict[str, Path]) -> str:
+def render_html(
+    board: Leaderboard, meta: dict[str, Any], plots: dict[str, Path], curves: list[AgentCurve] | None = None
+) -> str:
     def md_inline(text: str) -> str:
         text = html.escape(text)
         parts = text.split("**")
@@ -400,6 +422,13 @@ def render_html(board: Leaderboard, meta: dict[str, Any], plots: dict[str, Path]
         )
         if task in plots:
             out.append(_img(plots[task], f"{task}: reward against cost"))
+    if curves:
+        out += [
+            "<h2>Convergence</h2>",
+            f'<p class="note">{md_inline(CONVERGENCE_NOTE.format(r=REWARD_TOL, c=COST_TOL))}</p>',
+        ]
+        out.append(_html_table(*convergence_table(curves)))
+        out += [_img(plots[f"curves:{t}"], f"{t}: learning curves") for t in board.tasks if f"curves:{t}" in plots]
     cols, rows = timing_table(board)
     out += ["<h2>Training time</h2>", _html_table(cols, rows)]
     if board.failed:
@@ -443,10 +472,19 @@ def write_reports(
     for task in board.tasks:
         if any(c.task == task for c in board.cells):
             plots[task] = plot_task(board, task, agents, out_dir / PLOTS / task_plot_name(task))
+    curves = agent_curves(records or [], board.thresholds)
+    colors = _colors(agents)
+    for task in board.tasks:
+        plot = plot_curves(curves, task, out_dir / PLOTS / curve_plot_name(task), colors)
+        if plot is not None:
+            plots[f"curves:{task}"] = plot
     paths = {"markdown": out_dir / "leaderboard.md", "html": out_dir / "leaderboard.html"}
-    _write_text(paths["markdown"], render_markdown(board, meta))
-    _write_text(paths["html"], render_html(board, meta, plots) if "iqm" in plots else render_html_empty(board))
+    _write_text(paths["markdown"], render_markdown(board, meta, curves))
+    html_text = render_html(board, meta, plots, curves) if "iqm" in plots else render_html_empty(board)
+    _write_text(paths["html"], html_text)
     payload = {"meta": meta, "leaderboard": board.to_dict()}
+    if curves:
+        payload["curves"] = [dataclasses.asdict(c) for c in curves]
     if records is not None:
         payload["runs"] = [
             {"agent": r.agent, "task": r.task, "seed": r.seed, "cost_limit": r.cost_limit, **r.result} for r in records

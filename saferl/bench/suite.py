@@ -43,6 +43,7 @@ _NOT_IDENTITY = (
     "log_every",
     "checkpoint_every",
     "download",
+    "preset",  # what it changes is in the composed algo options, which are part of the identity
 )
 
 
@@ -303,8 +304,10 @@ def expand(
             # Compose once per (task, agent); seed and cost_limit are plain top-level keys set per run.
             composed = _compose(base)
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")
+            # an explicit cost_limit=0 is a limit, not "unset" (train.py reads it the same way)
+            limit = composed.get("cost_limit")
             run_kappas = (
-                kappas if agent.per_threshold else (float(composed.get("cost_limit") or task.default_cost_limit),)
+                kappas if agent.per_threshold else (float(task.default_cost_limit if limit is None else limit),)
             )
             for kappa in run_kappas:
                 for seed in suite.seeds:

@@ -1,0 +1,183 @@
+"""Learning curves of a suite's runs and whether each (agent, task) row has converged.
+
+Every run of a suite with ``eval_every`` > 0 logs evaluations during training (``metrics.csv``: raw episode
+reward and cost at each evaluated step); its ``eval.json`` adds the final one. Per (task, agent) the curve is
+the mean over seeds (and, for agents trained once per threshold κ, over κ) of the normalized reward and of
+the normalized cost averaged over the task's thresholds — the same averaging as the leaderboard's task rows.
+
+A row has *plateaued* when the mean of its evaluations in the last quarter of training differs from the
+mean of those in the quarter before by at most `REWARD_TOL` in normalized reward and `COST_TOL` in
+normalized cost. The report prints both differences, so a reader sees how far from flat a row is.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saferl.evaluation import normalized_cost
+
+REWARD_TOL = 0.05  # normalized reward: about the seed-to-seed noise of 20-episode evaluations on these tasks
+COST_TOL = 0.2  # normalized cost (1 = at the limit)
+
+
+@dataclass(frozen=True)
+class RunCurve:
+    """One run's evaluations: step, normalized reward and episode cost return (means over its episodes)."""
+
+    steps: tuple[int, ...]
+    rewards: tuple[float, ...]  # normalized, as the run computed it (its task's or dataset's R_min/R_max)
+    costs: tuple[float, ...]  # raw episode cost returns: normalized per threshold when curves are averaged
+
+
+def read_run_curve(run_dir: Path, result: dict[str, Any]) -> RunCurve | None:
+    """The periodic evaluations in ``metrics.csv`` plus the final one in ``eval.json`` (``result``)."""
+    points: dict[int, tuple[float, float]] = {}
+    path = Path(run_dir) / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                reward, cost = row.get("eval/normalized_reward"), row.get("eval/cost")
+                if reward and cost and not row.get("env_steps"):  # offline evaluations (online rows: env steps)
+                    points[int(row["step"])] = (float(reward), float(cost))
+    steps = result.get("offline_steps", result.get("steps"))
+    if steps is not None and "normalized_reward" in result and not result.get("online_steps"):
+        points[int(steps)] = (float(result["normalized_reward"]), float(result["cost_mean"]))
+    if not points:
+        return None
+    order = sorted(points)
+    return RunCurve(tuple(order), tuple(points[s][0] for s in order), tuple(points[s][1] for s in order))
+
+
+@dataclass
+class Plateau:
+    plateaued: bool | None  # None: too few evaluations to tell
+    reward_delta: float = math.nan  # last quarter's mean − previous quarter's mean
+    cost_delta: float = math.nan
+    reason: str = ""
+
+
+@dataclass
+class AgentCurve:
+    """The seed-mean curve of one agent on one task."""
+
+    agent: str
+    task: str
+    runs: int
+    steps: list[int]
+    reward: list[float]  # normalized reward, mean over runs
+    cost: list[float]  # normalized cost averaged over the task's thresholds, mean over runs
+    plateau: Plateau = field(default_factory=lambda: Plateau(None))
+
+
+def plateau(steps: list[int], reward: list[float], cost: list[float]) -> Plateau:
+    """Compare the mean of the evaluations in the last quarter of training with the quarter before."""
+    if len(steps) < 4:
+        return Plateau(None, reason=f"{len(steps)} evaluation(s): too few to tell (eval_every)")
+    total = steps[-1]
+    s = np.asarray(steps, float)
+    last = s > 0.75 * total
+    prev = (s > 0.5 * total) & ~last
+    if not prev.any() or not last.any():
+        return Plateau(None, reason="no evaluation in one of the last two quarters of training")
+    r, c = np.asarray(reward), np.asarray(cost)
+    dr = float(r[last].mean() - r[prev].mean())
+    dc = float(c[last].mean() - c[prev].mean())
+    flat = abs(dr) <= REWARD_TOL and abs(dc) <= COST_TOL
+    return Plateau(flat, dr, dc, "" if flat else "still changing")
+
+
+def agent_curves(records: list[Any], thresholds: dict[str, list[float]]) -> list[AgentCurve]:
+    """Seed-mean curves per (task, agent) from records carrying a ``curve`` (`RunCurve`).
+
+    Steps present in every run of the row are kept (runs of one suite row share ``eval_every``).
+    """
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for rec in records:
+        if getattr(rec, "curve", None) is not None:
+            groups.setdefault((rec.task, rec.agent), []).append(rec)
+    out = []
+    for (task, agent), recs in sorted(groups.items()):
+        common = sorted(set.intersection(*(set(r.curve.steps) for r in recs)))
+        if not common:
+            continue
+        rewards, costs = [], []
+        for rec in recs:
+            kappas = [rec.cost_limit] if rec.per_threshold else thresholds[task]
+            index = {s: i for i, s in enumerate(rec.curve.steps)}
+            rewards.append([rec.curve.rewards[index[s]] for s in common])
+            costs.append(
+                [float(np.mean([normalized_cost(rec.curve.costs[index[s]], k) for k in kappas])) for s in common]
+            )
+        reward = np.mean(rewards, axis=0).tolist()
+        cost = np.mean(costs, axis=0).tolist()
+        out.append(AgentCurve(agent, task, len(recs), common, reward, cost, plateau(common, reward, cost)))
+    return out
+
+
+def plot_curves(curves: list[AgentCurve], task: str, path: Path, colors: dict[str, Any]) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in curves if c.task == task]
+    if not rows:
+        return None
+    fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    for c in rows:
+        style = "-" if c.plateau.plateaued else "--"
+        ax_r.plot(c.steps, c.reward, style, marker=".", label=c.agent, color=colors.get(c.agent))
+        ax_c.plot(c.steps, c.cost, style, marker=".", label=c.agent, color=colors.get(c.agent))
+    ax_c.axhline(1.0, color="black", lw=0.8, ls=":")
+    ax_r.set(xlabel="gradient steps", ylabel="normalized reward", title=f"{task}: reward")
+    ax_c.set(xlabel="gradient steps", ylabel="normalized cost (mean over κ)", title=f"{task}: cost (1 = limit)")
+    ax_c.set_yscale("symlog", linthresh=1.0)
+    ax_c.legend(fontsize=7, ncol=2)
+    fig.text(0.5, 0.005, "dashed: not plateaued over the last quarter of training", ha="center", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def convergence_table(curves: list[AgentCurve]) -> tuple[list[str], list[list[str]]]:
+    cols = [
+        "task",
+        "agent",
+        "runs",
+        "steps",
+        "evaluations",
+        "final normalized reward",
+        "final normalized cost",
+        "Δ reward (last quarter − previous)",
+        "Δ cost",
+        "plateaued",
+    ]
+    rows = []
+    for c in curves:
+        p = c.plateau
+        verdict = "—" if p.plateaued is None else ("yes" if p.plateaued else "no")
+        rows.append(
+            [
+                c.task,
+                c.agent,
+                str(c.runs),
+                f"{c.steps[-1]:,}",
+                str(len(c.steps)),
+                f"{c.reward[-1]:.2f}",
+                f"{c.cost[-1]:.2f}",
+                "—" if math.isnan(p.reward_delta) else f"{p.reward_delta:+.3f}",
+                "—" if math.isnan(p.cost_delta) else f"{p.cost_delta:+.3f}",
+                verdict if not p.reason or p.plateaued is not None else f"{verdict} ({p.reason})",
+            ]
+        )
+    return cols, rows
