@@ -32,6 +32,7 @@ def main() -> None:
     import gymnasium as gym
 
     from saferl.data import load
+    from saferl.data.coverage import hazard_coverage
     from saferl.evaluation import EVAL_SEED_OFFSET
     from saferl.train import load_run
 
@@ -42,10 +43,14 @@ def main() -> None:
     print(f"{cfg['algo']['name']} on {task.name}, seed {cfg['seed']}, checkpoint at step {step}")
     print(f"dataset {cfg['dataset']}: {data.num_transitions} transitions, {data.num_episodes} episodes\n")
 
-    print("1. data coverage of each hazard (transitions ending inside / with cost > 0)")
-    for k, (cx, cy, r) in enumerate(geo.hazards):
+    print("1. data coverage of each hazard (transitions ending inside / with cost > 0 / share of episodes)")
+    for k, cov in enumerate(hazard_coverage(data, geo.hazards)):
+        (cx, cy), r = cov.center, cov.radius
         inside = np.hypot(nxt[:, 0] - cx, nxt[:, 1] - cy) < r
-        print(f"   hazard {k} at ({cx:g}, {cy:g}), r={r:g}: {int(inside.sum())} / {int((costs[inside] > 0).sum())}")
+        print(
+            f"   hazard {k} at ({cx:g}, {cy:g}), r={r:g}: {cov.transitions} / {int((costs[inside] > 0).sum())}"
+            f" / {cov.episode_fraction:.1%}"
+        )
 
     print("\n2. learned feasibility (left: # hazard, + V_h>0, . V_h<=0, G goal) | dataset density (right)")
     (lx, ly), (hx, hy) = geo.arena_low, geo.arena_high
