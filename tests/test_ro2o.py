@@ -140,7 +140,7 @@ def test_online_regularizers_false_is_exactly_a_sac_n_update(online_regularizers
 
 # -- learning: offline on poor data, then online ----------------------------------------------------
 def test_online_phase_improves_on_the_offline_checkpoint(point_dataset):
-    """Pretrain briefly on PointRobot's worst 10 % of episodes (near-random behaviour, returns ≤ 0.6), then
+    """Pretrain briefly on PointRobot's worst 10 % of episodes (near-random behaviour, normalized reward ≤ 0.17), then
     fine-tune online with the default (regularised) objective through `OnlineLoop`: the policy must clearly
     beat its offline checkpoint on the same evaluation seeds. γ = 0.9, reward ×10 and a faster temperature,
     as for SAC-N in test_learning.py (PointRobot's per-step rewards are small next to the entropy bonus)."""
@@ -151,7 +151,7 @@ def test_online_phase_improves_on_the_offline_checkpoint(point_dataset):
     task = get_task("point-robot")
     data = load(point_dataset)
     poor = worst_episodes(data)
-    assert float(poor.episode_rewards.max()) < 1.0
+    assert task.normalized_reward(float(poor.episode_rewards.max())) < 0.2  # a poor dataset to start from
 
     cls = get_algorithm("ro2o")
     config = cls.make_config(
