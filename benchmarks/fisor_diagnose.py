@@ -39,16 +39,15 @@ def main() -> None:
     algo, task, cfg, step = load_run(args.run_dir)
     geo = task.barrier.keywords["geometry"]
     data = load(cfg["dataset"])
-    obs, nxt, costs = data.observations.numpy(), data.next_observations.numpy(), data.costs.numpy()
+    obs = data.observations.numpy()
     print(f"{cfg['algo']['name']} on {task.name}, seed {cfg['seed']}, checkpoint at step {step}")
     print(f"dataset {cfg['dataset']}: {data.num_transitions} transitions, {data.num_episodes} episodes\n")
 
     print("1. data coverage of each hazard (transitions ending inside / with cost > 0 / share of episodes)")
     for k, cov in enumerate(hazard_coverage(data, geo.hazards)):
         (cx, cy), r = cov.center, cov.radius
-        inside = np.hypot(nxt[:, 0] - cx, nxt[:, 1] - cy) < r
         print(
-            f"   hazard {k} at ({cx:g}, {cy:g}), r={r:g}: {cov.transitions} / {int((costs[inside] > 0).sum())}"
+            f"   hazard {k} at ({cx:g}, {cy:g}), r={r:g}: {cov.transitions} / {cov.costly_transitions}"
             f" / {cov.episode_fraction:.1%}"
         )
 

@@ -59,7 +59,7 @@ class Plateau:
     plateaued: bool | None  # None: too few evaluations to tell
     reward_delta: float = math.nan  # last quarter's mean − previous quarter's mean
     cost_delta: float = math.nan
-    reason: str = ""
+    reason: str = ""  # why there is no verdict
 
 
 @dataclass
@@ -88,8 +88,7 @@ def plateau(steps: list[int], reward: list[float], cost: list[float]) -> Plateau
     r, c = np.asarray(reward), np.asarray(cost)
     dr = float(r[last].mean() - r[prev].mean())
     dc = float(c[last].mean() - c[prev].mean())
-    flat = abs(dr) <= REWARD_TOL and abs(dc) <= COST_TOL
-    return Plateau(flat, dr, dc, "" if flat else "still changing")
+    return Plateau(abs(dr) <= REWARD_TOL and abs(dc) <= COST_TOL, dr, dc)
 
 
 def agent_curves(records: list[Any], thresholds: dict[str, list[float]]) -> list[AgentCurve]:
@@ -99,7 +98,7 @@ def agent_curves(records: list[Any], thresholds: dict[str, list[float]]) -> list
     """
     groups: dict[tuple[str, str], list[Any]] = {}
     for rec in records:
-        if getattr(rec, "curve", None) is not None:
+        if rec.curve is not None:
             groups.setdefault((rec.task, rec.agent), []).append(rec)
     out = []
     for (task, agent), recs in sorted(groups.items()):
@@ -165,7 +164,6 @@ def convergence_table(curves: list[AgentCurve]) -> tuple[list[str], list[list[st
     rows = []
     for c in curves:
         p = c.plateau
-        verdict = "—" if p.plateaued is None else ("yes" if p.plateaued else "no")
         rows.append(
             [
                 c.task,
@@ -177,7 +175,7 @@ def convergence_table(curves: list[AgentCurve]) -> tuple[list[str], list[list[st
                 f"{c.cost[-1]:.2f}",
                 "—" if math.isnan(p.reward_delta) else f"{p.reward_delta:+.3f}",
                 "—" if math.isnan(p.cost_delta) else f"{p.cost_delta:+.3f}",
-                verdict if not p.reason or p.plateaued is not None else f"{verdict} ({p.reason})",
+                f"— ({p.reason})" if p.plateaued is None else ("yes" if p.plateaued else "no"),
             ]
         )
     return cols, rows

@@ -20,6 +20,7 @@ class HazardCoverage:
     center: tuple[float, float]
     radius: float
     transitions: int  # transitions that end inside the disc
+    costly_transitions: int  # … of which carry a cost (all of them, when cost = 1 exactly inside hazards)
     episodes: int  # episodes with at least one such transition
     episode_fraction: float
 
@@ -29,12 +30,16 @@ def hazard_coverage(data: OfflineDataset, hazards: Sequence[tuple[float, float, 
     enter it (positions are the first two observation entries, as in the 2-D navigation tasks)."""
     nxt = data.next_observations[:, :2].cpu().numpy()
     episode = data.episode_index.cpu().numpy()
+    costs = data.costs.cpu().numpy()
     out = []
     for cx, cy, r in hazards:
         inside = np.hypot(nxt[:, 0] - cx, nxt[:, 1] - cy) < r
         episodes = len(np.unique(episode[inside]))
+        costly = int((costs[inside] > 0).sum())
         out.append(
-            HazardCoverage((float(cx), float(cy)), float(r), int(inside.sum()), episodes, episodes / data.num_episodes)
+            HazardCoverage(
+                (float(cx), float(cy)), float(r), int(inside.sum()), costly, episodes, episodes / data.num_episodes
+            )
         )
     return out
 
