@@ -30,13 +30,19 @@ def task_section(name: str) -> str:
     mixed = load(task.dataset_id)
     meta = mixed.metadata
     b = meta["budget_settings"]
+    runs = ", ".join(recipe.run_label(i) for i in range(len(recipe.lambdas)))
+    noise_free = meta.get("noise_free_checkpoints", 0)
+    plan = f"{b['segments']} checkpoints × noise {b['noise']} × {b['episodes_per_unit']} episodes"
+    if noise_free:
+        plan += f" (the first {noise_free} checkpoints noise-free only)"
+    random = meta.get("random_in_mix", True)
+    plan += f", plus {b['random_episodes']} random episodes" if random else ", no random episodes"
     lines += [
         f"Built with `python -m saferl.collect env={name} budget={meta['budget']}` (seed {meta['seed']}, recipe "
-        f"v{meta['recipe_version']}, stable-baselines3 {meta['stable_baselines3']}): SAC λ ∈ "
-        f"{{{', '.join(f'{v:g}' for v in meta['lambdas'])}}}, {b['train_steps']:,} env steps each, net "
-        f"{b['net']}, {b['segments']} checkpoints × noise {b['noise']} × {b['episodes_per_unit']} episodes, plus "
-        f"{b['random_episodes']} random episodes. SAC training {meta['train_seconds'] / 60:.1f} min, rollouts "
-        f"{meta['rollout_seconds'] / 60:.1f} min (2 workers on 2 cores).",
+        f"v{meta['recipe_version']}, stable-baselines3 {meta['stable_baselines3']}): SAC runs {runs}, "
+        f"{b['train_steps']:,} env steps each, net {b['net']}, {plan}. SAC training "
+        f"{meta['train_seconds'] / 60:.1f} min, rollouts {meta['rollout_seconds'] / 60:.1f} min "
+        "(2 workers on 2 cores).",
         "",
         "| dataset | episodes | transitions | reward return mean (min … max) | cost return mean (min … max) | "
         + " | ".join(f"safe at κ={t:g}" for t in task.cost_thresholds)
@@ -70,7 +76,7 @@ def task_section(name: str) -> str:
 
 def _checkpoint_table(recipe, meta: dict) -> list[str]:
     """Mean noise-free episode return / cost of every SAC checkpoint, read from the build's rollouts."""
-    work = sb3_recipe.work_dir(recipe, recipe.budget(meta["budget"]), meta["seed"]) / "rollouts"
+    work = sb3_recipe.rollout_dir(recipe, sb3_recipe.work_dir(recipe, recipe.budget(meta["budget"]), meta["seed"]))
     segments = meta["budget_settings"]["segments"]
     if not work.is_dir():
         return ["", f"(work directory {work} is gone: no per-checkpoint table)"]
@@ -78,16 +84,16 @@ def _checkpoint_table(recipe, meta: dict) -> list[str]:
         "",
         "Noise-free rollouts of each SAC checkpoint, mean reward return / cost return:",
         "",
-        "| λ | " + " | ".join(f"ckpt {k + 1}" for k in range(segments)) + " |",
+        "| SAC run | " + " | ".join(f"ckpt {k + 1}" for k in range(segments)) + " |",
         "|---|" + "---|" * segments,
     ]
-    for i, lam in enumerate(meta["lambdas"]):
+    for i in range(len(meta["lambdas"])):
         cells = []
         for k in range(segments):
             episodes = sb3_recipe._episodes_from_npz(work / f"mixed-lambda{i}-ckpt{k}-noise0.npz")
             r, c = sb3_recipe._returns(episodes)
             cells.append(f"{r.mean():.0f} / {c.mean():.0f}")
-        lines.append(f"| {lam:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {recipe.run_label(i)} | " + " | ".join(cells) + " |")
     return lines
 
 

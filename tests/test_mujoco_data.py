@@ -84,12 +84,16 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
     mixed = load(recipe.dataset_id)
     meta = mixed.metadata
     assert meta["budget"] == "tiny" and meta["seed"] == 0 and meta["reference"] is False
-    assert meta["lambdas"] == [0.0, 0.5, 2.0]
+    # recipe v2: λ = 0 and two speed-target runs, one on each side of the 0.7402 m/s limit
+    assert meta["recipe_version"] == 2 and meta["lambdas"] == [0.0, 0.0, 0.0]
+    assert meta["speed_targets"][0] is None and meta["speed_targets"][1] < 0.7402 < meta["speed_targets"][2]
     import stable_baselines3
 
     assert meta["stable_baselines3"] == stable_baselines3.__version__
-    per_run = budget.segments * len(budget.noise) * budget.episodes_per_unit
-    assert mixed.num_episodes == 3 * per_run + budget.random_episodes
+    # the mix has no uniformly random episodes (they are random-v0), early checkpoints noise-free only
+    noise_free = recipe.noise_free_checkpoints(budget)
+    per_run = (noise_free + (budget.segments - noise_free) * len(budget.noise)) * budget.episodes_per_unit
+    assert mixed.num_episodes == 3 * per_run and "random-uniform" not in meta["behaviour_counts"]
     assert meta["reward_min"] == pytest.approx(float(mixed.episode_rewards.min()))
     assert meta["reward_max"] == pytest.approx(float(mixed.episode_rewards.max()))
     assert (minari_io.dataset_dir(recipe.dataset_id) / "scatter.png").is_file()
@@ -117,6 +121,46 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
     space = gym.make("saferl/HopperVelocity-v1").action_space
     low, high = space.low, space.high
     assert (replay.actions.numpy() >= low - 1e-6).all() and (replay.actions.numpy() <= high + 1e-6).all()
+
+
+def test_a_speed_target_run_earns_the_env_reward_up_to_its_target_and_less_above_it():
+    """The Hopper v2 runs' reward: the forward term v becomes T − |v − T|, survival and control unchanged."""
+    target = 0.3
+    env = sb3_recipe.LagrangianReward(gym.make("saferl/HopperVelocity-v1"), 0.0, target)
+    env.reset(seed=0)
+    below = above = 0
+    for t in range(300):
+        _, shaped, terminated, truncated, info = env.step(np.full(3, 1.0 if t % 20 < 10 else -1.0, np.float32))
+        v, r = info["velocity"], env.env_rewards[-1]
+        expected = r - info["reward_forward"] + target - abs(v - target)
+        assert shaped == pytest.approx(expected)
+        if v <= target:
+            below += 1
+            assert shaped == pytest.approx(r)
+        else:
+            above += 1
+            assert shaped < r
+        if terminated or truncated:
+            env.reset(seed=t)
+    assert below > 10 and above > 10  # both sides of the target were exercised
+
+
+def test_recipe_v2_rolls_the_early_checkpoints_out_noise_free_and_keeps_random_episodes_out_of_the_mix(
+    minari_root,
+):
+    recipe = SB3_RECIPES["saferl/HalfCheetahVelocity/mixed-v0"]
+    budget = recipe.budget("full")
+    work = sb3_recipe.work_dir(recipe, budget, 0)
+    units = sb3_recipe._mixed_units(recipe, budget, 0, work)
+    assert all(u.policy is not None for u in units)  # no uniformly random unit
+    noise_by_ckpt = {}
+    for u in units:
+        ckpt = int(u.policy.split("ckpt")[1].split(".")[0])
+        noise_by_ckpt.setdefault(ckpt, set()).add(u.noise)
+    assert recipe.noise_free_checkpoints(budget) == 2
+    assert noise_by_ckpt[0] == noise_by_ckpt[1] == {0.0}
+    assert all(noise_by_ckpt[k] == set(budget.noise) for k in range(2, budget.segments))
+    assert len(units) == sum(sb3_recipe._behaviour_counts(recipe, budget).values()) // budget.episodes_per_unit
 
 
 def test_training_runs_on_a_tiny_mujoco_dataset(hopper_tiny, tmp_path):
@@ -295,7 +339,7 @@ def test_same_seed_same_checksum_and_an_interrupted_build_resumes_to_the_same_by
             _fail_on(m, "rollout_unit", lambda job: calls.append(job) or len(calls) > 4)
             with pytest.raises(KeyboardInterrupt):
                 sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
-        assert len(list((work / "rollouts").glob("*.npz"))) == 4
+        assert len(list(sb3_recipe.rollout_dir(recipe, work).glob("*.npz"))) == 4
         sb3_recipe.build_sb3(recipe, budget="tiny", progress=False, workers=1)
         assert _checksum(recipe.dataset_id) == reference
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from saferl.data.sb3_recipe import BUDGETS, SB3Recipe, build_sb3
 from saferl.envs import get_task
 from saferl.envs.comb_lock import GOOD, CombinationLockEnv
 from saferl.envs.hazard_nav import BOAT_ROBOT, POINT_ROBOT, NavGeometry
+from saferl.envs.velocity import VELOCITY_RULES
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,35 @@ _LOCOMOTION_LAMBDAS = (0.0, 0.5, 2.0)  # λ·cost per step against a reward of a
 
 
 def _locomotion(task: str, agent: str, **budget_overrides: dict[str, Any]) -> SB3Recipe:
+    # v2: the first quarter of the checkpoints noise-free only and no uniformly random episodes in the mix;
+    # both fill the start pose with near-standing behaviour that BC-All copies (benchmarks/datasets.md)
+    runs = f"r − λ·c for λ ∈ {_fmt(_LOCOMOTION_LAMBDAS)}"
     return SB3Recipe(
         task=task,
         lambdas=_LOCOMOTION_LAMBDAS,
         d4rl=True,
+        version=2,
+        noise_free_fraction=0.25,
+        random_in_mix=False,
         budget_overrides=budget_overrides,
-        description=f"{agent} velocity mixed: {_SAC_MIX.format(lambdas=_fmt(_LOCOMOTION_LAMBDAS))}",
+        description=f"{agent} velocity mixed: {_SAC_MIX_V2.format(runs=runs)}",
+    )
+
+
+# Hopper's r − λ·c runs learn to dive and fall (λ ≤ 0.5) or to hop slowly (λ = 2) within the build budget, so
+# their best episodes are safe. Runs that track a speed below and one well above the 0.7402 m/s limit, with
+# the env's survival bonus, give hopping episodes on both sides of the threshold: the reward–cost trade-off.
+_HOPPER_TARGETS = (None, 0.5 * VELOCITY_RULES["Hopper"].threshold, 2.0 * VELOCITY_RULES["Hopper"].threshold)
+
+
+def _hopper(**budget_overrides: dict[str, Any]) -> SB3Recipe:
+    runs = "r (λ = 0) and on speed targets " + _fmt(tuple(t for t in _HOPPER_TARGETS if t is not None)) + " m/s"
+    return replace(
+        _locomotion("hopper-velocity", "Hopper", **budget_overrides),
+        lambdas=(0.0, 0.0, 0.0),
+        speed_targets=_HOPPER_TARGETS,
+        sac_version=2,
+        description=f"Hopper velocity mixed: {_SAC_MIX_V2.format(runs=runs)}",
     )
 
 
@@ -202,6 +226,12 @@ def _run_circle(task: str, lambdas: tuple[float, ...], **budget_overrides: dict[
 _SAC_MIX = (
     "SAC (stable-baselines3) on r − λ·c for λ ∈ {lambdas}, every checkpoint rolled out with several "
     "action-noise levels, plus uniformly random episodes"
+)
+
+
+_SAC_MIX_V2 = (
+    "SAC (stable-baselines3) on {runs}, every checkpoint rolled out noise-free "
+    "and the later three quarters also with action noise"
 )
 
 
@@ -222,7 +252,7 @@ SB3_RECIPES: dict[str, SB3Recipe] = {
         # SAC needs ~70k steps before HalfCheetah's unconstrained policy runs well past 3.2 m/s
         _locomotion("halfcheetah-velocity", "HalfCheetah", full={"train_steps": 70_000}),
         # at 50k steps the λ = 0 hopper still dives and falls after ~110 steps: give SAC time to learn to run
-        _locomotion("hopper-velocity", "Hopper", full={"train_steps": 120_000}),
+        _hopper(full={"train_steps": 120_000}),
         _locomotion("walker2d-velocity", "Walker2d"),
         _locomotion("swimmer-velocity", "Swimmer"),
         _locomotion("ant-velocity", "Ant"),

@@ -2,10 +2,12 @@
 
 DSRL covered the (cost return, reward return) plane by collecting data with many constrained agents. Here:
 
-1. one SAC run per λ in the recipe's set (λ = 0 included) on the shaped reward r − λ·c, each split into
-   `segments` equal parts with a checkpoint after every part;
+1. one SAC run per λ in the recipe's set (λ = 0 included) on the shaped reward r − λ·c, or, for a run with a
+   speed target T, on the env's reward with its forward term v replaced by T − |v − T| (the env's reward up
+   to T, less above it), each split into `segments` equal parts with a checkpoint after every part;
 2. every checkpoint of every run rolled out with several action-noise levels (Gaussian, std as a fraction
-   of the half action range), plus uniformly random episodes: the task's ``mixed-v0`` dataset;
+   of the half action range; the early checkpoints of recipe v2 noise-free only), plus, in recipe v1,
+   uniformly random episodes: the task's ``mixed-v0`` dataset;
 3. for the locomotion bodies, D4RL-style reward-only datasets from the λ = 0 run: ``random`` (uniform
    actions), ``expert`` (the final policy, sampled stochastically), ``medium`` (the checkpoint whose
    deterministic return is closest to a third of the way from random to expert, sampled stochastically)
@@ -71,7 +73,28 @@ class SB3Recipe:
     seed: int = 0
     version: int = 1  # bump whenever the recipe would produce different data
     budget_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per run, a speed target in m/s (None: the reward r − λ·c); empty: no run has one
+    speed_targets: tuple[float | None, ...] = ()
+    # the first floor(fraction · segments) checkpoints are rolled out noise-free only: noisy near-standing
+    # behaviour at the start pose is what BC of the mix copies (benchmarks/datasets.md)
+    noise_free_fraction: float = 0.0
+    random_in_mix: bool = True  # uniformly random episodes in the mix (always in the D4RL-style random-v0)
+    sac_version: int = 1  # bump whenever the SAC runs would change; `version` alone leaves them to be reused
     expensive = True  # `saferl.run` does not build these on the fly
+
+    def __post_init__(self) -> None:
+        if self.speed_targets and len(self.speed_targets) != len(self.lambdas):
+            raise ValueError("speed_targets needs one entry (or None) per λ")
+
+    def speed_target(self, run: int) -> float | None:
+        return self.speed_targets[run] if self.speed_targets else None
+
+    def noise_free_checkpoints(self, budget: Budget) -> int:
+        return int(self.noise_free_fraction * budget.segments)
+
+    def run_label(self, run: int) -> str:
+        target = self.speed_target(run)
+        return f"λ={self.lambdas[run]:g}" if target is None else f"target {target:g} m/s"
 
     @property
     def dataset_id(self) -> str:
@@ -91,11 +114,13 @@ class SB3Recipe:
 
 # -- the environment SAC trains on -------------------------------------------------------------------------
 class LagrangianReward(gym.Wrapper):
-    """Reward r − λ·c for the learner; logs the env's own reward and cost of every step for the dataset."""
+    """Reward r − λ·c for the learner, or with a speed target T the env's reward with its forward term v
+    replaced by T − |v − T|; logs the env's own reward and cost of every step for the dataset."""
 
-    def __init__(self, env: gym.Env, lam: float):
+    def __init__(self, env: gym.Env, lam: float, speed_target: float | None = None):
         super().__init__(env)
         self.lam = lam
+        self.speed_target = speed_target
         self.env_rewards: list[float] = []
         self.costs: list[float] = []
 
@@ -104,7 +129,13 @@ class LagrangianReward(gym.Wrapper):
         cost = float(info["cost"])
         self.env_rewards.append(float(reward))
         self.costs.append(cost)
-        return obs, float(reward) - self.lam * cost, terminated, truncated, info
+        shaped = float(reward) - self.lam * cost
+        if self.speed_target is not None:
+            if "reward_forward" not in info:
+                raise ValueError("a speed target needs an env whose info has 'reward_forward' (a v5 MuJoCo body)")
+            target = self.speed_target
+            shaped += target - abs(float(info["velocity"]) - target) - float(info["reward_forward"])
+        return obs, shaped, terminated, truncated, info
 
 
 def make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
@@ -135,7 +166,9 @@ def _silent_logger():
 class SegmentJob:
     run_dir: str
     env_id: str
+    run: int  # index into the recipe's runs
     lam: float
+    speed_target: float | None
     segment: int
     steps: int  # env steps in this segment
     total_steps: int
@@ -149,7 +182,7 @@ def train_segment(job: SegmentJob) -> str:
     from stable_baselines3 import SAC
 
     run_dir = Path(job.run_dir)
-    env = LagrangianReward(make_env(job.env_id, job.budget.max_episode_steps), job.lam)
+    env = LagrangianReward(make_env(job.env_id, job.budget.max_episode_steps), job.lam, job.speed_target)
     if job.segment == 0:
         model = SAC(
             "MlpPolicy",
@@ -294,11 +327,20 @@ class _Runner:
 
 # -- the build ---------------------------------------------------------------------------------------------
 def work_dir(recipe: SB3Recipe, budget: Budget, seed: int) -> Path:
-    """Where a build keeps its SAC checkpoints and rollouts; any change of λ or budget gets a fresh one."""
+    """Where a build keeps its SAC checkpoints and rollouts; any change of the SAC runs or the budget gets a
+    fresh one (a new rollout plan alone reuses the SAC runs: see `rollout_dir`)."""
     name = recipe.dataset_id.split("/")[1]
-    settings = json.dumps({"lambdas": recipe.lambdas, "budget": asdict(budget)}, sort_keys=True)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
-    return minari_io.datasets_root() / ".saferl-build" / name / f"{budget.name}-seed{seed}-v{recipe.version}-{digest}"
+    runs: dict[str, Any] = {"lambdas": recipe.lambdas, "budget": asdict(budget)}
+    if recipe.speed_targets:
+        runs["speed_targets"] = recipe.speed_targets
+    digest = hashlib.sha256(json.dumps(runs, sort_keys=True).encode()).hexdigest()[:8]
+    return (
+        minari_io.datasets_root() / ".saferl-build" / name / f"{budget.name}-seed{seed}-v{recipe.sac_version}-{digest}"
+    )
+
+
+def rollout_dir(recipe: SB3Recipe, work: Path) -> Path:
+    return work / f"rollouts-v{recipe.version}"
 
 
 def _segment_steps(budget: Budget) -> list[int]:
@@ -314,13 +356,15 @@ def _train_all(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, runner:
         return SegmentJob(
             run_dir=str(work / f"lambda{i}"),
             env_id=env_id,
+            run=i,
             lam=recipe.lambdas[i],
+            speed_target=recipe.speed_target(i),
             segment=k,
             steps=seg_steps[k],
             total_steps=budget.train_steps,
             budget=budget,
-            seed=_derived_seed(seed, recipe.version, i),
-            segment_seed=_derived_seed(seed, recipe.version, i, k + 1),
+            seed=_derived_seed(seed, recipe.sac_version, i),
+            segment_seed=_derived_seed(seed, recipe.sac_version, i, k + 1),
         )
 
     first: list[SegmentJob] = []
@@ -333,12 +377,11 @@ def _train_all(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, runner:
         if k < budget.segments:
             first.append(job(i, k))
     total = len(recipe.lambdas) * budget.segments
-    bar = ProgressBar(progress, total, f"SAC runs ({len(recipe.lambdas)} λ × {budget.train_steps} steps)", finished)
+    bar = ProgressBar(progress, total, f"SAC runs ({len(recipe.lambdas)} × {budget.train_steps} steps)", finished)
 
     def on_done(j: SegmentJob) -> list[SegmentJob]:
-        bar.advance(status=f"λ={j.lam:g} segment {j.segment + 1}/{budget.segments}")
-        i = recipe.lambdas.index(j.lam)
-        return [job(i, j.segment + 1)] if j.segment + 1 < budget.segments else []
+        bar.advance(status=f"{recipe.run_label(j.run)} segment {j.segment + 1}/{budget.segments}")
+        return [job(j.run, j.segment + 1)] if j.segment + 1 < budget.segments else []
 
     try:
         runner.run(train_segment, first, on_done)
@@ -348,13 +391,14 @@ def _train_all(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, runner:
 
 def _mixed_units(recipe: SB3Recipe, budget: Budget, seed: int, work: Path) -> list[RolloutJob]:
     env_id = get_task(recipe.task).env_id
+    noise_free = recipe.noise_free_checkpoints(budget)
     units = []
     for i in range(len(recipe.lambdas)):
         for k in range(budget.segments):
-            for n, noise in enumerate(budget.noise):
+            for n, noise in enumerate(budget.noise[:1] if k < noise_free else budget.noise):
                 units.append(
                     RolloutJob(
-                        out=str(work / "rollouts" / f"mixed-lambda{i}-ckpt{k}-noise{n}.npz"),
+                        out=str(rollout_dir(recipe, work) / f"mixed-lambda{i}-ckpt{k}-noise{n}.npz"),
                         env_id=env_id,
                         max_episode_steps=budget.max_episode_steps,
                         policy=str(work / f"lambda{i}" / f"ckpt{k}.zip"),
@@ -364,13 +408,14 @@ def _mixed_units(recipe: SB3Recipe, budget: Budget, seed: int, work: Path) -> li
                         seed=_derived_seed(seed, recipe.version, 1000 + i, k, n),
                     )
                 )
-    units.append(_random_unit(recipe, budget, seed, work, "mixed-random", budget.random_episodes))
+    if recipe.random_in_mix:
+        units.append(_random_unit(recipe, budget, seed, work, "mixed-random", budget.random_episodes))
     return units
 
 
 def _random_unit(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, name: str, episodes: int) -> RolloutJob:
     return RolloutJob(
-        out=str(work / "rollouts" / f"{name}.npz"),
+        out=str(rollout_dir(recipe, work) / f"{name}.npz"),
         env_id=get_task(recipe.task).env_id,
         max_episode_steps=budget.max_episode_steps,
         policy=None,
@@ -504,8 +549,9 @@ def build_sb3(
                 "overwrite=true to rebuild it"
             )
     work = work_dir(recipe, b, seed)
-    (work / "rollouts").mkdir(parents=True, exist_ok=True)
-    timing = _load_json(work / "timing.json")
+    rollout_dir(recipe, work).mkdir(parents=True, exist_ok=True)
+    timing = _load_json(work / "timing.json")  # the SAC runs' time; the rollouts' is per rollout plan
+    rollout_timing = _load_json(rollout_dir(recipe, work) / "timing.json")
     runner = _Runner(workers)
     try:
         start = time.perf_counter()
@@ -521,8 +567,9 @@ def build_sb3(
         if recipe.d4rl:
             d4rl_units, medium_segment = _d4rl_units(recipe, b, seed, work, units)
             _roll_out(list(d4rl_units.values()), runner, progress, "rolling out the D4RL-style datasets")
-        timing["rollout_seconds"] = timing.get("rollout_seconds", 0.0) + time.perf_counter() - start
-        _write_json(work / "timing.json", timing)
+        elapsed = time.perf_counter() - start
+        rollout_timing["rollout_seconds"] = rollout_timing.get("rollout_seconds", 0.0) + elapsed
+        _write_json(rollout_dir(recipe, work) / "timing.json", rollout_timing)
     finally:
         runner.close()
 
@@ -532,10 +579,14 @@ def build_sb3(
         "budget": b.name,
         "budget_settings": asdict(b),
         "lambdas": list(recipe.lambdas),
+        "speed_targets": [recipe.speed_target(i) for i in range(len(recipe.lambdas))],
+        "noise_free_checkpoints": recipe.noise_free_checkpoints(b),
+        "random_in_mix": recipe.random_in_mix,
+        "sac_version": recipe.sac_version,
         "stable_baselines3": _sb3_version(),
         "reference": seed == recipe.seed and b.name == "full",
         "train_seconds": round(timing["train_seconds"], 1),
-        "rollout_seconds": round(timing["rollout_seconds"], 1),
+        "rollout_seconds": round(rollout_timing["rollout_seconds"], 1),
     }
     env_id = get_task(recipe.task).env_id
     paths: dict[str, Path] = {}
@@ -591,13 +642,16 @@ def _d4rl_units(
     for k in range(b.segments):
         unit = next(u for u in mixed_units if u.out.endswith(f"mixed-lambda0-ckpt{k}-noise0.npz"))
         returns.append(float(_returns(_episodes_from_npz(Path(unit.out)))[0].mean()))
-    random_return = float(_returns(_episodes_from_npz(Path(mixed_units[-1].out)))[0].mean())
+    random_unit = _random_unit(recipe, b, seed, work, "d4rl-random", b.d4rl_episodes)
+    if not Path(random_unit.out).is_file():
+        rollout_unit(random_unit)
+    random_return = float(_returns(_episodes_from_npz(Path(random_unit.out)))[0].mean())
     target = random_return + (returns[last] - random_return) / 3.0
     medium = int(np.argmin([abs(r - target) for r in returns[:last]])) if last > 0 else 0
 
     def policy_unit(kind: str, k: int) -> RolloutJob:
         return RolloutJob(
-            out=str(work / "rollouts" / f"d4rl-{kind}.npz"),
+            out=str(rollout_dir(recipe, work) / f"d4rl-{kind}.npz"),
             env_id=get_task(recipe.task).env_id,
             max_episode_steps=b.max_episode_steps,
             policy=str(work / "lambda0" / f"ckpt{k}.zip"),
@@ -608,7 +662,7 @@ def _d4rl_units(
         )
 
     units = {
-        "random": _random_unit(recipe, b, seed, work, "d4rl-random", b.d4rl_episodes),
+        "random": random_unit,
         "medium": policy_unit("medium", medium),
         "expert": policy_unit("expert", last),
     }
@@ -616,9 +670,11 @@ def _d4rl_units(
 
 
 def _behaviour_counts(recipe: SB3Recipe, b: Budget) -> dict[str, int]:
-    per_run = b.segments * len(b.noise) * b.episodes_per_unit
-    counts = {f"sac λ={lam:g}": per_run for lam in recipe.lambdas}
-    counts["random-uniform"] = b.random_episodes
+    noise_free = recipe.noise_free_checkpoints(b)
+    per_run = (noise_free + (b.segments - noise_free) * len(b.noise)) * b.episodes_per_unit
+    counts = {f"sac {recipe.run_label(i)}": per_run for i in range(len(recipe.lambdas))}
+    if recipe.random_in_mix:
+        counts["random-uniform"] = b.random_episodes
     return counts
 
 
