@@ -2,7 +2,7 @@
 
     MINARI_DATASETS_PATH=<root> python benchmarks/bc_mix.py [--steps 10000] [--episodes 5] [--threads 1]
 
-Needs the reference build (`python -m saferl.collect env=halfcheetah-velocity budget=full`). The mix is
+Needs the recipe v1 reference build (commit 3c54902; recipe v2 is the fix this study led to). The v1 mix is
 3 λ × 8 SAC checkpoints × 3 action-noise levels (0, 0.25, 0.5 of the half range) × 4 episodes, then 12
 uniformly random episodes, in that order (saferl/data/sb3_recipe.py `_mixed_units`), so each episode's
 behaviour follows from its index. For every subset: BC-All's defaults (256-256, batch 512) for ``--steps``
@@ -27,6 +27,14 @@ SUBSETS = {
     "last checkpoint of each λ (with noise)": lambda lam, ck, nz: ck == 7,
     "noise-free only": lambda lam, ck, nz: nz == 0,
     "noise-free, λ = 0": lambda lam, ck, nz: (nz == 0) & (lam == 0),
+    # the candidate rollout plans for recipe v2
+    "checkpoints 1–2 noise-free, 3–8 with noise, random episodes": lambda lam, ck, nz: (
+        (lam < 0) | (ck >= 2) | (nz == 0)
+    ),
+    "checkpoints 3–8 with noise, random episodes": lambda lam, ck, nz: (lam < 0) | (ck >= 2),
+    "checkpoints 1–2 noise-free, 3–8 with noise, no random (recipe v2)": lambda lam, ck, nz: (
+        (lam >= 0) & ((ck >= 2) | (nz == 0))
+    ),
 }
 
 
@@ -61,6 +69,13 @@ def main() -> None:
 
     task = get_task("halfcheetah-velocity")
     mix = load(task.dataset_id)
+    if mix.metadata.get("recipe_version") != 1:
+        raise SystemExit(
+            "bc_mix.py studies the recipe v1 mix (300 episodes ordered λ × checkpoint × noise level, then 12 "
+            f"random ones); this build is recipe v{mix.metadata.get('recipe_version')}. Build v1 at commit 3c54902 "
+            "(`git worktree add /tmp/v1 3c54902`, then `python -m saferl.collect env=halfcheetah-velocity "
+            "budget=full` from there) into its own MINARI_DATASETS_PATH."
+        )
     index = np.arange(mix.num_episodes)
     units = index < 288  # the SAC rollouts; the 12 random episodes follow
     lam = np.where(units, index // 96, -1)

@@ -157,9 +157,9 @@ TASKS: dict[str, TaskSpec] = {
             reward_max=2.3376313215121627,
             description="V-OCBF boat in a river current, ẋ = u1 + 2 − 0.5y², ẏ = u2, goal (1.5, 0), 400 steps",
         ),
-        # R_min/R_max: the reference builds recorded in benchmarks/datasets.md
-        _velocity_task("HalfCheetah", (-452.9279750909966, 4079.701652451482)),
-        _velocity_task("Hopper", (5.765400648005118, 1078.8280117433947)),
+        # R_min/R_max: the reference builds (recipe v2) recorded in benchmarks/datasets.md
+        _velocity_task("HalfCheetah", (-208.85163899296975, 4000.7663640261762)),
+        _velocity_task("Hopper", (84.78408413433344, 3037.5866278019676)),
         _velocity_task("Walker2d"),
         _velocity_task("Swimmer"),
         _velocity_task("Ant"),
