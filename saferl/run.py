@@ -6,6 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+import saferl.algos  # noqa: F401  (stores the algo=<name> configs in Hydra's ConfigStore before main composes)
 from saferl.cli import setup_logging, user_errors
 from saferl.train import run_experiment
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from saferl.algos import REGISTRY, AlgoContext, get_algorithm
 from saferl.algos.registry import UnknownAlgorithmError
 from saferl.data import load
 
-CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf" / "algo"
+CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
+PRESETS = CONF / "algo_preset"
 
 
 def _ctx(data, cost_limit: float = 10.0) -> AlgoContext:
@@ -67,24 +67,62 @@ def _composed_algo(name: str, preset: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"algo={name}", f"preset={preset}"])
     return OmegaConf.to_container(cfg.algo)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_cli_config_matches_dataclass_defaults(name):
-    """conf/algo/<name>.yaml (after its defaults list) equals the algorithm's dataclass defaults: the papers'
-    settings, what preset=paper composes."""
+def test_algo_group_composes_the_dataclass_defaults(name):
+    """`algo=<name> preset=paper` composes exactly the algorithm's dataclass defaults (the papers' settings,
+    written once in saferl/algos/<file>.py), and they build its default config."""
     opts = _composed_algo(name, "paper")
-    assert opts.pop("name") == name
+    assert next(iter(opts)) == "name" and opts.pop("name") == name
     cls = get_algorithm(name)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-    assert {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()} == defaults
-    assert yaml.safe_load((CONF / f"{name}.yaml").read_text())["name"] == name
+    assert [f.name for f in dataclasses.fields(cls.Config)] == list(opts)  # the dataclass's fields, in order
+    assert cls.make_config(opts) == cls.Config()
 
 
-PRESETS = CONF.parent / "algo_preset"
+def test_algo_group_offers_exactly_the_registered_algorithms():
+    """Hydra's `algo` options come from the registry: a new algorithm needs no YAML, and no file left in
+    conf/algo shadows an algorithm's dataclass."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    assert not list((CONF / "algo").glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options("algo")
+    assert sorted(options) == sorted(REGISTRY)
+
+
+def test_unknown_algo_key_fails_at_composition_or_names_the_options():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="algo.foo"):
+            compose(config_name="config", overrides=["algo=iql", "algo.foo=1"])
+        appended = compose(config_name="config", overrides=["algo=iql", "+algo.foo=1"])  # `+` gets past Hydra …
+    opts = dict(appended.algo)
+    with pytest.raises(ValueError, match=r"'iql' has no option\(s\) foo; its options are .*actor_lr"):
+        get_algorithm(opts.pop("name")).make_config(opts)  # … and stops where every run builds its config
+
+
+def test_cli_composes_algo_nodes_and_presets(tmp_path):
+    """`python -m saferl.run` stores the algorithm configs before Hydra composes: a named variant, a preset
+    over the defaults and an override all reach the printed config."""
+    from conftest import run_cli
+    from omegaconf import OmegaConf
+
+    args = ("algo=fisor", "preset=cpu", "algo.actor_lr=1e-4", "--cfg", "job")
+    proc = run_cli("saferl.run", *args, cwd=tmp_path, check=True)
+    algo = OmegaConf.create(proc.stdout).algo
+    cpu = OmegaConf.load(PRESETS / "cpu_fisor.yaml")
+    assert algo.name == "fisor" and algo.actor_lr == 1e-4 and all(algo[k] == v for k, v in cpu.items())
+    variant = OmegaConf.create(run_cli("saferl.run", "algo=fisor_cpu", "--cfg", "job", cwd=tmp_path, check=True).stdout)
+    assert variant.algo.name == "fisor_cpu" and variant.algo.steps == get_algorithm("fisor_cpu").Config().steps
+
+
 # Matmul FLOPs of a whole default run (one update's count × steps) that a 2-core CPU gets through in about
 # twenty minutes: benchmarks/throughput.md measures ~50 GFLOP/s of useful fp32 work for 256-wide updates here.
 CPU_RUN_FLOPS = 6e13

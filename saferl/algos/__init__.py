@@ -19,7 +19,10 @@ from saferl.algos import (
     vocbf,  # noqa: F401
 )
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, O2OConfig
+from saferl.algos.configs import store_algo_configs
 from saferl.algos.registry import REGISTRY, UnknownAlgorithmError, get_algorithm, register
+
+store_algo_configs()  # Hydra's `algo` group (algo=<name>): each algorithm's dataclass defaults
 
 __all__ = [
     "AlgoConfig",

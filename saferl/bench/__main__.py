@@ -52,6 +52,7 @@ def compose_bench(argv: list[str]) -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    import saferl.algos  # noqa: F401  (the algo group, which each suite run's config is composed from)
     from saferl.bench.suite import CONF_DIR, SuiteError, available_suites
 
     ConfigStore.instance().store(name="saferl_bench", node=BenchConfig)
