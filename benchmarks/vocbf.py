@@ -141,7 +141,7 @@ def main() -> None:
             f"total wall time {wall / 60:.1f} min.",
             "",
             f"Each run trains V-OCBF ({args.steps} updates of V_c, Q_c, the control-affine model and the BC policy, "
-            "batch 256, all other hyperparameters the authors' defaults from `saferl/conf/algo/vocbf.yaml`) on the "
+            "batch 256, all other hyperparameters the authors' defaults from `saferl.algos.vocbf.VOCBFConfig`) on the "
             "task's reference dataset, then evaluates the BC policy on the same "
             f"{args.episodes} start states with and without the CBF-QP filter "
             "(∇V_c·f + ∇V_c·g·u + α·V_c ≥ 0, α = 1, learned f and g, exact projection). A violation is a step "
