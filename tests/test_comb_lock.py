@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 import saferl  # noqa: F401  (registers the ids)
 from saferl.envs import comb_lock, get_task
@@ -110,7 +111,6 @@ def test_observation_is_a_rotated_noisy_one_hot_code(horizon, dim):
 
 
 def test_decoders_accept_torch_batches():
-    torch = pytest.importorskip("torch")
     env = gym.make(ENV_ID)
     obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
     t = comb_lock.timestep(torch.as_tensor(obs))

@@ -7,9 +7,10 @@
 
 Hydra only instantiates launchers defined in the ``hydra_plugins`` namespace, hence this thin module; the
 work is in `saferl.bench.hydra_launch`, the configs are ``saferl/conf/hydra/launcher/*.yaml``, and
-``saferl.bench.hydra_launch.RegisterLaunchers`` (a callback in saferl's config) registers these classes with
-Hydra, because Hydra's plugin scan cannot list modules of an editable install. Nothing heavy is imported
-here: Hydra imports every plugin module it finds whenever any Hydra app starts.
+`RegisterLaunchers` (a callback in saferl's config) registers these classes with Hydra, because Hydra's
+plugin scan cannot list modules of an editable install. The dependency goes one way: this module uses
+`saferl.bench.hydra_launch`, which never imports it. Nothing heavy is imported here: Hydra imports every
+plugin module it finds whenever any Hydra app starts.
 
 Why not Hydra's own ray launcher: hydra-ray-launcher 1.2.2 requires ``cloudpickle<3``, which conflicts with
 the cloudpickle 3 that gymnasium uses and constraints.txt pins (pip: ResolutionImpossible), and boto3.
@@ -20,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -52,3 +55,12 @@ class SaferlLocalLauncher(_SaferlLauncher):
 
 class SaferlRayLauncher(_SaferlLauncher):
     engine = "ray"
+
+
+class RegisterLaunchers(Callback):
+    """A Hydra callback in saferl's config: before a multirun instantiates its launcher, make saferl's
+    launchers known to Hydra (`Plugins.register`, Hydra's public API for plugins it cannot discover)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for cls in (SaferlLocalLauncher, SaferlRayLauncher):
+            Plugins.instance().register(cls)

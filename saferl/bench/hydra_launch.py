@@ -1,5 +1,8 @@
 """The work of the ``saferl_local`` / ``saferl_ray`` Hydra launchers (``hydra_plugins/saferl_launcher``).
 
+The launcher classes and their registration live in ``hydra_plugins.saferl_launcher`` and call `launch`;
+nothing here imports them back (one-way dependency).
+
 Each Hydra job runs in a worker of the bench engines (`saferl.bench.engines`): the sweep's config, the task
 function and Hydra's global state travel to the worker with cloudpickle, as in Hydra's joblib launcher, and
 the worker calls Hydra's own ``run_job``. A failing job (including one that calls ``sys.exit``, which
@@ -18,8 +21,6 @@ from collections.abc import Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,3 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     finally:
         engine.shutdown()
     return results
-
-
-class RegisterLaunchers(Callback):
-    """A Hydra callback in saferl's config: before a multirun instantiates its launcher, make saferl's
-    launchers known to Hydra (`Plugins.register`, Hydra's public API for plugins it cannot discover)."""
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from hydra.core.plugins import Plugins
-
-        from hydra_plugins.saferl_launcher.saferl_launcher import SaferlLocalLauncher, SaferlRayLauncher
-
-        for cls in (SaferlLocalLauncher, SaferlRayLauncher):
-            Plugins.instance().register(cls)
