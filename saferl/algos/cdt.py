@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.nn.actors import tanh_log_det
@@ -309,17 +309,10 @@ class CDT(Algorithm):
             F.nll_loss(cost_logits.reshape(-1, 2), labels.reshape(-1), reduction="none") * batch.mask.reshape(-1)
         ).mean()
         loss = loss_act + cfg.loss_cost_weight * loss_cost
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-        opt.step()
+        optimize(self.optimizers["model"], loss, max_grad_norm=cfg.clip_grad)  # clips exactly the model's grads
         self.schedulers["model"].step()
         loss_temp = temperature * (entropy - self.target_entropy).detach()
-        t_opt = self.optimizers["temperature"]
-        t_opt.zero_grad(set_to_none=True)
-        loss_temp.backward()
-        t_opt.step()
+        optimize(self.optimizers["temperature"], loss_temp)
         return {
             "action_nll": -log_lik.detach(),
             "cost_loss": loss_cost.detach(),
