@@ -70,7 +70,7 @@ class CDTConfig(AlgoConfig):
 
 
 class SequenceBatch(NamedTuple):
-    states: torch.Tensor  # [B, K, obs]
+    observations: torch.Tensor  # [B, K, obs]
     actions: torch.Tensor  # [B, K, act] in [-1, 1]
     returns_to_go: torch.Tensor  # [B, K], scaled
     costs_to_go: torch.Tensor  # [B, K], scaled
@@ -280,7 +280,7 @@ class CDT(Algorithm):
         shape = (batch_size, k)
         unit_actions = ((batch.actions - self.act_center) / self.act_half).clamp(-1.0, 1.0)
         return SequenceBatch(
-            states=batch.observations.view(*shape, -1) * mask[..., None],
+            observations=batch.observations.view(*shape, -1) * mask[..., None],
             actions=unit_actions.view(*shape, -1) * mask[..., None],
             returns_to_go=(ep["rtg"][idx] + ep["rtg_offset"][which, None]) * mask,
             costs_to_go=(ep["ctg"][idx] + ep["ctg_offset"][which, None]) * mask,
@@ -294,7 +294,12 @@ class CDT(Algorithm):
         cfg = self.config
         valid = batch.mask > 0
         dist, cost_logits = self.model(
-            batch.states, batch.actions, batch.returns_to_go, batch.costs_to_go, batch.timesteps, padding_mask=~valid
+            batch.observations,
+            batch.actions,
+            batch.returns_to_go,
+            batch.costs_to_go,
+            batch.timesteps,
+            padding_mask=~valid,
         )
         eps = 1e-6
         pre_tanh = torch.atanh(batch.actions.clamp(-1 + eps, 1 - eps))

@@ -200,7 +200,7 @@ class HNPG(Algorithm):
 
     def next_values(self, groups: StepGroups) -> torch.Tensor:
         """Q_{h+1}(s', a' ~ π_{h+1}(s')) for every row h (0 for h = H − 1 and at terminals), ``[H, n]``."""
-        nxt = groups.next_obs[:-1]
+        nxt = groups.next_observations[:-1]
         members = slice(1, self.horizon)
         q = self.q(nxt, self.clip(self.pi.sample(nxt, members)), members)
         return torch.cat([q, q.new_zeros(1, q.shape[1])]) * groups.not_done
@@ -239,8 +239,8 @@ class HNPG(Algorithm):
     def offline_advantages(self, groups: StepGroups) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh actions a ~ π_h(s) on offline states and A = Q_h(s, a) − V_h(s) (the dataset action unused)."""
         with torch.no_grad():
-            actions = self.clip(self.pi.sample(groups.obs))
-            adv = self.q(groups.obs, actions) - self.state_value(groups.obs)
+            actions = self.clip(self.pi.sample(groups.observations))
+            adv = self.q(groups.observations, actions) - self.state_value(groups.observations)
         return actions, adv * groups.mask
 
     # -- offline step (generic contract) ----------------------------------------------------------------
@@ -265,10 +265,10 @@ class HNPG(Algorithm):
         with torch.no_grad():
             target = batch.targets + self.next_values(batch)
         w = batch.weights
-        loss_q = (w * (self.q(batch.obs, batch.actions) - target).pow(2)).sum(1).sum()
+        loss_q = (w * (self.q(batch.observations, batch.actions) - target).pow(2)).sum(1).sum()
         optimize(self.optimizers["critic"], loss_q)
         actions, adv = self.offline_advantages(batch)
-        metrics = self.policy_step(batch.obs, actions, adv, w)
+        metrics = self.policy_step(batch.observations, actions, adv, w)
         return {"critic_loss": loss_q.detach(), "offline_advantage": (w * adv).sum(1).mean(), **metrics}
 
     # -- online phase -------------------------------------------------------------------------------------
@@ -321,11 +321,11 @@ class HNPG(Algorithm):
         losses_on, losses_off = self.fit_critics(on, off)
 
         with torch.no_grad():
-            values = self.state_value(on.obs)[on.slots]
+            values = self.state_value(on.observations)[on.slots]
         _, adv_flat = returns_and_gae(rollout.rewards, values, episode, timesteps, cfg.gae_lambda)
         adv = on.mask.new_zeros(on.mask.shape)
         adv[on.slots] = adv_flat
-        obs, actions, mask = on.obs, on.actions, on.mask
+        obs, actions, mask = on.observations, on.actions, on.mask
         if off is not None:
             off_actions, off_adv = self.offline_advantages(off)
             obs, actions, mask = concat_groups(on, off._replace(actions=off_actions))
@@ -355,16 +355,16 @@ class HNPG(Algorithm):
                 with torch.no_grad():
                     target_off = off.targets[m]
                     if h + 1 < self.horizon:
-                        nxt = off.next_obs[m]
+                        nxt = off.next_observations[m]
                         m1 = slice(h + 1, h + 2)
                         q_next = self.q(nxt, self.clip(self.pi.sample(nxt, m1)), m1)
                         target_off = target_off + q_next * off.not_done[m]
             opt = adam(self.q.parameters(), lr=cfg.critic_lr)  # fresh every time, as the authors' update_q
             for _ in range(cfg.critic_steps):
-                loss_on = (w_on[m] * (self.q(on.obs[m], on.actions[m], m) - on.targets[m]).pow(2)).sum()
+                loss_on = (w_on[m] * (self.q(on.observations[m], on.actions[m], m) - on.targets[m]).pow(2)).sum()
                 loss = loss_on
                 if off is not None:
-                    loss_off = (w_off[m] * (self.q(off.obs[m], off.actions[m], m) - target_off).pow(2)).sum()
+                    loss_off = (w_off[m] * (self.q(off.observations[m], off.actions[m], m) - target_off).pow(2)).sum()
                     loss = loss + loss_off
                     losses_off[h] = loss_off.detach()
                 optimize(opt, loss)

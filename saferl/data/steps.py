@@ -23,10 +23,10 @@ def episode_timesteps(data: OfflineDataset) -> torch.Tensor:
 class StepGroups(NamedTuple):
     """Transitions laid out ``[H, n]`` by step (padded): tensors, a validity mask, per-step mean weights."""
 
-    obs: torch.Tensor
+    observations: torch.Tensor
     actions: torch.Tensor
     targets: torch.Tensor  # on-policy: MC return-to-go; offline: reward
-    next_obs: torch.Tensor
+    next_observations: torch.Tensor
     not_done: torch.Tensor
     mask: torch.Tensor  # 1.0 where a slot holds a transition
     slots: tuple[torch.Tensor, torch.Tensor]  # (step, column) of every source transition
@@ -40,10 +40,10 @@ class StepGroups(NamedTuple):
 def group_by_step(
     timesteps: torch.Tensor,
     horizon: int,
-    obs: torch.Tensor,
+    observations: torch.Tensor,
     actions: torch.Tensor,
     targets: torch.Tensor,
-    next_obs: torch.Tensor,
+    next_observations: torch.Tensor,
     not_done: torch.Tensor,
 ) -> StepGroups:
     """Scatter a flat batch (timesteps < horizon) into the ``[H, n]`` layout, n = the largest step count."""
@@ -60,7 +60,15 @@ def group_by_step(
         return out
 
     mask = pad(torch.ones_like(targets))
-    return StepGroups(pad(obs), pad(actions), pad(targets), pad(next_obs), pad(not_done), mask, (timesteps, cols))
+    return StepGroups(
+        pad(observations),
+        pad(actions),
+        pad(targets),
+        pad(next_observations),
+        pad(not_done),
+        mask,
+        (timesteps, cols),
+    )
 
 
 class StepIndex:
@@ -109,7 +117,7 @@ def offline_groups(data: OfflineDataset, index: torch.Tensor, mask: torch.Tensor
 def concat_groups(a: StepGroups, b: StepGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Observations, actions and mask of two layouts side by side (``[H, n_a + n_b]``)."""
     return (
-        torch.cat([a.obs, b.obs], 1),
+        torch.cat([a.observations, b.observations], 1),
         torch.cat([a.actions, b.actions], 1),
         torch.cat([a.mask, b.mask], 1),
     )
