@@ -1,10 +1,11 @@
 """RO2O (Wen et al., "Towards Robust Offline-to-Online RL via Uncertainty and Smoothness", JAIR, arXiv 2309.16973).
 
 Defaults and losses from the authors' code (`BattleWen/RO2O`, ``algorithms/offline/ro2o_mujoco.py`` offline,
-``algorithms/finetune/ro2o_ft_mujoco.py`` online). SAC with an N-critic ensemble and a min-target (SAC-N),
-plus three regularisers built from uniformly perturbed states ŝ_j = s + δ_j, δ_j ~ U[−ε, ε]^{|S|}
-(j = 1..n, one set of n offsets shared by the whole batch, a fresh set per regulariser and update; the
-perturbation is applied to the *normalised* state, as the authors normalise the dataset first):
+``algorithms/finetune/ro2o_ft_mujoco.py`` online). SAC with an N-critic ensemble and a min-target (SAC-N:
+`RO2O` extends `saferl.algos.sac_n.SACN` and reuses its steps), plus three regularisers built from uniformly
+perturbed states ŝ_j = s + δ_j, δ_j ~ U[−ε, ε]^{|S|} (j = 1..n, one set of n offsets shared by the whole
+batch, a fresh set per regulariser and update; the perturbation is applied to the *normalised* state, as the
+authors normalise the dataset first):
 
     y        = r + γ(1 − d)·(min_i Q̄_i(s', a') − α·log π(a'|s')),   a' ~ π(s')
     L_TD     = Σ_i E_b[(Q_i(s, a) − y)²]
@@ -56,6 +57,7 @@ class RO2OConfig(SACNConfig, O2OConfig):
     online_offline_ratio: float = 0.0
     online_warmup: int = 2_500
     online_regularizers: bool = True  # false: plain SAC-N losses online (authors' commit 26ad528)
+    # the authors' SAC-N setup
     normalize_obs: bool = True
     edac_init: bool = True
     # RO2O regularisers
