@@ -131,11 +131,11 @@ class _Episode:
     """Transitions of one env's current episode (numpy rows until the episode ends)."""
 
     def __init__(self) -> None:
-        self.obs: list[np.ndarray] = []
+        self.observations: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.costs: list[float] = []
-        self.next_obs: list[np.ndarray] = []
+        self.next_observations: list[np.ndarray] = []
         self.terminals: list[float] = []
         self.timeouts: list[float] = []
 
@@ -143,22 +143,22 @@ class _Episode:
         return len(self.rewards)
 
     def append(self, obs, action, reward, cost, next_obs, terminated, truncated) -> None:
-        self.obs.append(obs)
+        self.observations.append(obs)
         self.actions.append(action)
         self.rewards.append(reward)
         self.costs.append(cost)
-        self.next_obs.append(next_obs)
+        self.next_observations.append(next_obs)
         self.terminals.append(float(terminated))
         self.timeouts.append(float(truncated))
 
     def rows(self, start: int = 0, mc_gamma: float | None = None) -> np.ndarray:
         """Packed rows of transitions ``start:`` (with MC returns of the whole episode when asked)."""
         cols = [
-            np.asarray(self.obs[start:], dtype=np.float32),
+            np.asarray(self.observations[start:], dtype=np.float32),
             np.asarray(self.actions[start:], dtype=np.float32),
             np.asarray(self.rewards[start:], dtype=np.float32)[:, None],
             np.asarray(self.costs[start:], dtype=np.float32)[:, None],
-            np.asarray(self.next_obs[start:], dtype=np.float32),
+            np.asarray(self.next_observations[start:], dtype=np.float32),
             np.asarray(self.terminals[start:], dtype=np.float32)[:, None],
             np.asarray(self.timeouts[start:], dtype=np.float32)[:, None],
         ]
@@ -171,7 +171,7 @@ class _Episode:
 def episodes_to_dataset(episodes: list[_Episode], device: torch.device) -> OfflineDataset:
     """Whole episodes as an `OfflineDataset` (the on-policy rollout handed to ``online_update``)."""
     rows = torch.as_tensor(np.concatenate([ep.rows() for ep in episodes]), device=device)
-    batch = unpack_rows(rows, len(episodes[0].obs[0]), len(episodes[0].actions[0]))
+    batch = unpack_rows(rows, len(episodes[0].observations[0]), len(episodes[0].actions[0]))
     lengths = torch.tensor([0] + [len(ep) for ep in episodes], dtype=torch.int64)
     return OfflineDataset(
         observations=batch.observations.contiguous(),

@@ -8,17 +8,12 @@ import torch
 from conftest import box_ctx
 
 from saferl.algos import get_algorithm
-from saferl.algos.hnpg import (
-    HNPGConfig,
-    StepPolicies,
-    conjugate_gradient,
-    gaussian_kl,
-    returns_and_gae,
-    trpo_step,
-)
+from saferl.algos.hnpg import HNPGConfig, returns_and_gae
 from saferl.envs import get_task
 from saferl.envs.comb_lock import observation_dim
 from saferl.evaluation import rollout
+from saferl.nn.per_step import StepPolicies
+from saferl.nn.trpo import conjugate_gradient, gaussian_kl, trpo_step
 
 LOCK = "saferl/CombinationLock-v0"
 
@@ -77,7 +72,10 @@ def test_trpo_step_improves_the_surrogate_within_the_trust_region():
 
     cfg = HNPGConfig()
     before = loss_fn().detach()
-    metrics = trpo_step(list(pi.parameters()), loss_fn, kl_fn, cfg)
+    trust_region = {
+        k: getattr(cfg, k) for k in ("max_kl", "damping", "cg_iters", "backtracks", "accept_ratio", "kl_tolerance")
+    }
+    metrics = trpo_step(list(pi.parameters()), loss_fn, kl_fn, **trust_region)
     kl = kl_fn().detach()
     assert float(metrics["step_accepted"]) == 1.0
     assert (kl > 0.1 * cfg.max_kl).all() and (kl <= cfg.kl_tolerance * cfg.max_kl).all()

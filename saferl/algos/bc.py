@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, DatasetError, OfflineDataset
 from saferl.nn import DeterministicActor
@@ -51,10 +51,7 @@ class _BehaviourCloning(Algorithm):
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         loss = F.mse_loss(self.actor(batch.observations), batch.actions)
-        opt = self.optimizers["actor"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimize(self.optimizers["actor"], loss)
         return {"actor_loss": loss.detach()}
 
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.nn.actors import tanh_log_det
@@ -70,7 +70,7 @@ class CDTConfig(AlgoConfig):
 
 
 class SequenceBatch(NamedTuple):
-    states: torch.Tensor  # [B, K, obs]
+    observations: torch.Tensor  # [B, K, obs]
     actions: torch.Tensor  # [B, K, act] in [-1, 1]
     returns_to_go: torch.Tensor  # [B, K], scaled
     costs_to_go: torch.Tensor  # [B, K], scaled
@@ -280,7 +280,7 @@ class CDT(Algorithm):
         shape = (batch_size, k)
         unit_actions = ((batch.actions - self.act_center) / self.act_half).clamp(-1.0, 1.0)
         return SequenceBatch(
-            states=batch.observations.view(*shape, -1) * mask[..., None],
+            observations=batch.observations.view(*shape, -1) * mask[..., None],
             actions=unit_actions.view(*shape, -1) * mask[..., None],
             returns_to_go=(ep["rtg"][idx] + ep["rtg_offset"][which, None]) * mask,
             costs_to_go=(ep["ctg"][idx] + ep["ctg_offset"][which, None]) * mask,
@@ -294,7 +294,12 @@ class CDT(Algorithm):
         cfg = self.config
         valid = batch.mask > 0
         dist, cost_logits = self.model(
-            batch.states, batch.actions, batch.returns_to_go, batch.costs_to_go, batch.timesteps, padding_mask=~valid
+            batch.observations,
+            batch.actions,
+            batch.returns_to_go,
+            batch.costs_to_go,
+            batch.timesteps,
+            padding_mask=~valid,
         )
         eps = 1e-6
         pre_tanh = torch.atanh(batch.actions.clamp(-1 + eps, 1 - eps))
@@ -309,17 +314,10 @@ class CDT(Algorithm):
             F.nll_loss(cost_logits.reshape(-1, 2), labels.reshape(-1), reduction="none") * batch.mask.reshape(-1)
         ).mean()
         loss = loss_act + cfg.loss_cost_weight * loss_cost
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-        opt.step()
+        optimize(self.optimizers["model"], loss, max_grad_norm=cfg.clip_grad)  # clips exactly the model's grads
         self.schedulers["model"].step()
         loss_temp = temperature * (entropy - self.target_entropy).detach()
-        t_opt = self.optimizers["temperature"]
-        t_opt.zero_grad(set_to_none=True)
-        loss_temp.backward()
-        t_opt.step()
+        optimize(self.optimizers["temperature"], loss_temp)
         return {
             "action_nll": -log_lik.detach(),
             "cost_loss": loss_cost.detach(),

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import ActionScale, QEnsemble, ValueNet, aggregate, expectile_loss, soft_update
@@ -276,7 +276,7 @@ class FISOR(Algorithm):
                 q, v, qh, vh, c.cost_temperature, c.reward_temperature, c.cost_weight_max, c.reward_weight_max
             )
         loss = (w * noise_prediction_loss(self.actor, self.schedule, obs, act, self._gen)).mean()
-        self._step("actor", loss)
+        optimize(self.optimizers["actor"], loss)
         self.schedulers["actor"].step()
         soft_update(self.actor_target.parameters(), self.actor.parameters(), c.actor_tau)
         return {"actor_loss": loss.detach(), "actor_weight": w.mean(), "unsafe_state_frac": (vh > 0).float().mean()}
@@ -287,7 +287,7 @@ class FISOR(Algorithm):
             q = aggregate(self.critic_target(batch.observations, batch.actions), "min")
         v = self.value(batch.observations)
         loss = expectile_loss(q - v, self.config.expectile).mean()
-        self._step("value", loss)
+        optimize(self.optimizers["value"], loss)
         return {"value_loss": loss.detach(), "v": v.detach().mean()}
 
     def _critic_step(self, batch: Batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -297,7 +297,7 @@ class FISOR(Algorithm):
             target = batch.rewards + c.gamma * mask * self.value(batch.next_observations)
         qs = self.critic(batch.observations, batch.actions)
         loss = (qs - target).pow(2).mean()
-        self._step("critic", loss)
+        optimize(self.optimizers["critic"], loss)
         soft_update(self.critic_target.parameters(), self.critic.parameters(), c.tau)
         return {"critic_loss": loss.detach(), "q": qs.detach().mean()}
 
@@ -307,7 +307,7 @@ class FISOR(Algorithm):
             qh = aggregate(self.safe_critic_target(batch.observations, batch.actions), "max")
         vh = self.safe_value(batch.observations)
         loss = reversed_expectile_loss(qh - vh, self.config.feasibility_expectile).mean()
-        self._step("safe_value", loss)
+        optimize(self.optimizers["safe_value"], loss)
         return {"safe_value_loss": loss.detach(), "vh": vh.detach().mean()}
 
     def _safe_critic_step(self, batch: Batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -318,15 +318,9 @@ class FISOR(Algorithm):
             target = hj_target(h, self.safe_value(batch.next_observations), mask, c.gamma)
         qhs = self.safe_critic(batch.observations, batch.actions)
         loss = (qhs - target).pow(2).mean()
-        self._step("safe_critic", loss)
+        optimize(self.optimizers["safe_critic"], loss)
         soft_update(self.safe_critic_target.parameters(), self.safe_critic.parameters(), c.tau)
         return {"safe_critic_loss": loss.detach(), "qh": qhs.detach().mean()}
-
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
     # -- the update -------------------------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

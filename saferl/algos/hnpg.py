@@ -27,10 +27,11 @@ fitted critic, the baseline whose sample complexity HNPG improves on.
 
 Networks (``models.py``): π_h = N(μ_h(s), diag σ_h²), μ_h an obs→16→16 tanh MLP whose output layer starts
 ×0.1 (bias 0), state-independent log σ_h starting at 0; Q_h an (obs+act)→64→64 tanh MLP, output layer ×0.1.
-The H per-step networks are one `EnsembleMLP` each (member h = step h): every batched computation runs all
-steps at once on a ``[H, n, ·]`` layout (samples grouped by step), the TRPO step included (its Fisher matrix is
-block-diagonal over h, so conjugate gradient and the line search run per row of a ``[H, n_params]`` matrix).
-Only the critic fit loops over h, because Q_h's offline targets need the freshly fitted Q_{h+1}.
+The H per-step networks are one `EnsembleMLP` each (member h = step h, `saferl.nn.per_step`): every batched
+computation runs all steps at once on a ``[H, n, ·]`` layout (samples grouped by step, `saferl.data.steps`),
+the TRPO step included (`saferl.nn.trpo`: the Fisher matrix is block-diagonal over h, so conjugate gradient
+and the line search run per row of a ``[H, n_params]`` matrix). Only the critic fit loops over h, because
+Q_h's offline targets need the freshly fitted Q_{h+1}.
 
 Differences from the authors' code (none changes an iteration on the lock except the first, which saferl's
 online loop forces, and the KL guard, which rarely binds):
@@ -57,18 +58,17 @@ only make sense for short episodes: `check_online` refuses tasks longer than ``m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
-from saferl.nn import EnsembleMLP
+from saferl.data.steps import StepGroups, StepIndex, concat_groups, episode_timesteps, group_by_step, offline_groups
+from saferl.nn.per_step import StepCritics, StepPolicies
+from saferl.nn.trpo import gaussian_kl, trpo_step
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -97,54 +97,6 @@ class HNPGConfig(O2OConfig):
     max_horizon: int = 100  # per-step networks: HNPG refuses tasks with longer episodes
 
 
-# -- per-step networks ------------------------------------------------------------------------------------
-def _shrink_output_layer(mlp: EnsembleMLP) -> None:
-    """The authors' init of policy mean and Q heads: default weights ×0.1, bias 0."""
-    last = mlp.net[-1]
-    with torch.no_grad():
-        last.weight.mul_(0.1)
-        last.bias.zero_()
-
-
-class StepPolicies(nn.Module):
-    """π_h(a|s) = N(μ_h(s), diag σ_h²) for h = 0 … H−1 (the authors' ``Policy``, one member per step)."""
-
-    def __init__(self, horizon: int, obs_dim: int, act_dim: int, hidden: Sequence[int]):
-        super().__init__()
-        self.mean = EnsembleMLP(horizon, obs_dim, act_dim, hidden, act="tanh")
-        _shrink_output_layer(self.mean)
-        self.log_std = nn.Parameter(torch.zeros(horizon, 1, act_dim))
-
-    def forward(self, obs: torch.Tensor, members: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log σ for observations grouped by step, ``[H, n, obs]`` → ``[H, n, act]`` each."""
-        mean = self.mean(obs, members)
-        log_std = self.log_std if members is None else self.log_std[members]
-        return mean, log_std.expand_as(mean)
-
-    def at(self, obs: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log σ of π_{t_i}(·|s_i) for a flat batch (every member runs; the batch picks its own)."""
-        rows = torch.arange(obs.shape[0], device=obs.device)
-        mean = self.mean(obs)[timesteps, rows]
-        return mean, self.log_std[timesteps, 0]
-
-    def sample(self, obs: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        mean, log_std = self(obs, members)
-        return mean + log_std.exp() * torch.randn_like(mean)
-
-
-class StepCritics(nn.Module):
-    """Q_h(s, a) for h = 0 … H−1 (the authors' ``QValue``, one member per step)."""
-
-    def __init__(self, horizon: int, obs_dim: int, act_dim: int, hidden: Sequence[int]):
-        super().__init__()
-        self.net = EnsembleMLP(horizon, obs_dim + act_dim, 1, hidden, act="tanh")
-        _shrink_output_layer(self.net)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        """``[H, n, obs]``, ``[H, n, act]`` → ``[H, n]``."""
-        return self.net(torch.cat([obs, act], dim=-1), members).squeeze(-1)
-
-
 # -- distributions -----------------------------------------------------------------------------------------
 def clipped_gaussian_log_prob(
     mean: torch.Tensor, log_std: torch.Tensor, action: torch.Tensor, low: torch.Tensor, high: torch.Tensor
@@ -159,225 +111,7 @@ def clipped_gaussian_log_prob(
     return logp.sum(-1)
 
 
-def gaussian_kl(
-    mean0: torch.Tensor, log_std0: torch.Tensor, mean1: torch.Tensor, log_std1: torch.Tensor
-) -> torch.Tensor:
-    """KL(N0 ‖ N1) of diagonal Gaussians, summed over the last dim (the authors' ``get_kl``)."""
-    var0, var1 = (2 * log_std0).exp(), (2 * log_std1).exp()
-    return (log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2.0 * var1) - 0.5).sum(-1)
-
-
-# -- TRPO, one independent problem per row ---------------------------------------------------------------
-def flat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Parameters (or gradients) with a leading step dim → one ``[H, n_params]`` matrix."""
-    return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
-
-
-def set_flat_rows(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
-    with torch.no_grad():
-        offset = 0
-        for p in params:
-            n = p[0].numel()
-            p.copy_(flat[:, offset : offset + n].reshape(p.shape))
-            offset += n
-
-
-def conjugate_gradient(
-    avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10
-) -> torch.Tensor:
-    """Solve A x = b for every row of ``b`` (``[R, n]``; ``avp`` applies the block-diagonal A row by row).
-    A row stops once its residual r·r < ``tol`` (the authors' ``conjugate_gradients``); zero rows give 0."""
-    x = torch.zeros_like(b)
-    r, p = b.clone(), b.clone()
-    rr = (r * r).sum(1)
-    for _ in range(iters):
-        active = rr >= tol
-        ap = avp(p)
-        pap = (p * ap).sum(1)
-        alpha = torch.where(active & (pap > 0), rr / pap, torch.zeros_like(rr))
-        x = x + alpha[:, None] * p
-        r = r - alpha[:, None] * ap
-        new_rr = (r * r).sum(1)
-        beta = torch.where(active & (rr > 0), new_rr / rr, torch.zeros_like(rr))
-        p = torch.where(active[:, None], r + beta[:, None] * p, p)
-        rr = torch.where(active, new_rr, rr)
-    return x
-
-
-def fisher_vector_product(
-    params: Sequence[torch.Tensor], kl_fn: Callable[[], torch.Tensor], damping: float
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v ↦ (∇²KL + damping·I) v, per row: KL's Hessian at the old policy is the Fisher matrix."""
-
-    def fvp(v: torch.Tensor) -> torch.Tensor:
-        grads = torch.autograd.grad(kl_fn().sum(), params, create_graph=True)
-        hv = torch.autograd.grad((flat_rows(grads) * v).sum(), params)
-        return flat_rows(hv) + damping * v
-
-    return fvp
-
-
-def line_search(
-    params: Sequence[torch.Tensor],
-    loss_fn: Callable[[], torch.Tensor],
-    kl_fn: Callable[[], torch.Tensor],
-    start: torch.Tensor,
-    full_step: torch.Tensor,
-    expected_improve: torch.Tensor,
-    cfg: HNPGConfig,
-) -> torch.Tensor:
-    """Backtracking per row (the authors' ``linesearch``): the first of step fractions 1, ½, ¼, … whose actual
-    surrogate improvement is positive and above ``accept_ratio`` of the linear prediction (and, here, whose KL
-    stays within ``kl_tolerance``·max_kl); rows with none keep their old parameters. Sets the parameters and
-    returns the accepted fraction of each row (0 = rejected)."""
-    with torch.no_grad():
-        loss_old = loss_fn()
-        accepted = torch.zeros_like(loss_old)
-        done = torch.zeros_like(loss_old, dtype=torch.bool)
-        for k in range(cfg.backtracks):  # all fractions are tried: no host sync to stop early
-            frac = 0.5**k
-            set_flat_rows(params, start + frac * full_step)
-            actual = loss_old - loss_fn()
-            ok = (actual > 0) & (actual / (frac * expected_improve) > cfg.accept_ratio)
-            ok = ok & (kl_fn() <= cfg.kl_tolerance * cfg.max_kl) & ~done
-            accepted = torch.where(ok, torch.full_like(accepted, frac), accepted)
-            done = done | ok
-        set_flat_rows(params, start + accepted[:, None] * full_step)
-    return accepted
-
-
-def trpo_step(
-    params: Sequence[torch.Tensor],
-    loss_fn: Callable[[], torch.Tensor],
-    kl_fn: Callable[[], torch.Tensor],
-    cfg: HNPGConfig,
-) -> dict[str, torch.Tensor]:
-    """One TRPO step (the authors' ``trpo_step``) on R independent problems at once: ``params`` have a
-    leading dim R, ``loss_fn``/``kl_fn`` return one surrogate loss / mean KL per row (row r may depend only on
-    slice r of every parameter)."""
-    loss = loss_fn()
-    g = flat_rows(torch.autograd.grad(loss.sum(), params)).detach()
-    fvp = fisher_vector_product(params, kl_fn, cfg.damping)
-    step_dir = conjugate_gradient(lambda v: fvp(v).detach(), -g, cfg.cg_iters)
-    shs = 0.5 * (step_dir * fvp(step_dir).detach()).sum(1)
-    lagrange = torch.sqrt(shs.clamp(min=0.0) / cfg.max_kl)
-    scale = torch.where(lagrange > 0, 1.0 / lagrange, torch.zeros_like(lagrange))  # rows without data: no step
-    full_step = step_dir * scale[:, None]
-    expected_improve = (-g * step_dir).sum(1) * scale
-    start = flat_rows([p.detach() for p in params]).clone()
-    accepted = line_search(params, loss_fn, kl_fn, start, full_step, expected_improve, cfg)
-    with torch.no_grad():
-        loss_after, kl = loss_fn(), kl_fn()
-    return {
-        "surrogate_before": loss.detach().mean(),
-        "surrogate_after": loss_after.mean(),
-        "kl": kl.max(),
-        "step_accepted": (accepted > 0).float().mean(),
-    }
-
-
-# -- data grouped by step ----------------------------------------------------------------------------------
-def episode_timesteps(data: OfflineDataset) -> torch.Tensor:
-    """Step index of every transition within its episode, int64 [N] (from ``episode_starts``)."""
-    starts = data.episode_starts.to(data.device)
-    return torch.arange(data.num_transitions, device=data.device) - starts[:-1][data.episode_index]
-
-
-class StepGroups(NamedTuple):
-    """Transitions laid out ``[H, n]`` by step (padded): tensors, a validity mask, per-step mean weights."""
-
-    obs: torch.Tensor
-    actions: torch.Tensor
-    targets: torch.Tensor  # on-policy: MC return-to-go; offline: reward
-    next_obs: torch.Tensor
-    not_done: torch.Tensor
-    mask: torch.Tensor  # 1.0 where a slot holds a transition
-    slots: tuple[torch.Tensor, torch.Tensor]  # (step, column) of every source transition
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """mask / count per step: a weighted sum over a row is the mean over that step's transitions."""
-        return self.mask / self.mask.sum(1, keepdim=True).clamp(min=1.0)
-
-
-def group_by_step(
-    timesteps: torch.Tensor,
-    horizon: int,
-    obs: torch.Tensor,
-    actions: torch.Tensor,
-    targets: torch.Tensor,
-    next_obs: torch.Tensor,
-    not_done: torch.Tensor,
-) -> StepGroups:
-    """Scatter a flat batch (timesteps < horizon) into the ``[H, n]`` layout, n = the largest step count."""
-    counts = torch.bincount(timesteps, minlength=horizon)
-    order = torch.argsort(timesteps, stable=True)
-    first = counts.cumsum(0) - counts
-    cols = torch.empty_like(timesteps)
-    cols[order] = torch.arange(len(timesteps), device=timesteps.device) - first[timesteps[order]]
-    width = max(int(counts.max()), 1)
-
-    def pad(x: torch.Tensor) -> torch.Tensor:
-        out = x.new_zeros(horizon, width, *x.shape[1:])
-        out[timesteps, cols] = x
-        return out
-
-    mask = pad(torch.ones_like(targets))
-    return StepGroups(pad(obs), pad(actions), pad(targets), pad(next_obs), pad(not_done), mask, (timesteps, cols))
-
-
-class StepIndex:
-    """Offline transitions sorted by step, for drawing ``k`` transitions of every step at once."""
-
-    def __init__(self, data: OfflineDataset, horizon: int):
-        t = episode_timesteps(data)
-        keep = torch.nonzero(t < horizon).squeeze(1)  # transitions past the horizon have no network
-        t = t[keep]
-        self.order = keep[torch.argsort(t, stable=True)]
-        self.counts = torch.bincount(t, minlength=horizon)
-        self.first = self.counts.cumsum(0) - self.counts
-        self.horizon = horizon
-
-    def sample(self, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Indices ``[H, k]`` (uniform with replacement within each step, as the authors' per-step buffers)
-        and a mask ``[H, k]`` that is 0 for steps without offline data."""
-        u = torch.rand(self.horizon, k, device=self.order.device, generator=generator)
-        pos = self.first[:, None] + (u * self.counts[:, None]).long()
-        pos = pos.clamp(max=max(len(self.order) - 1, 0))
-        mask = (self.counts > 0).float()[:, None].expand(self.horizon, k)
-        return self.order[pos], mask.contiguous()
-
-
-def offline_groups(data: OfflineDataset, index: torch.Tensor, mask: torch.Tensor) -> StepGroups:
-    """The ``[H, k]`` transitions at ``index`` (from `StepIndex.sample`) as `StepGroups`."""
-    horizon, k = index.shape
-    batch = data.batch(index.reshape(-1))
-
-    def shaped(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(horizon, k, *x.shape[1:])
-
-    rows = torch.arange(horizon, device=index.device)[:, None].expand(horizon, k)
-    cols = torch.arange(k, device=index.device)[None].expand(horizon, k)
-    return StepGroups(
-        shaped(batch.observations),
-        shaped(batch.actions),
-        shaped(batch.rewards),
-        shaped(batch.next_observations),
-        shaped(1.0 - batch.terminals),
-        mask,
-        (rows.reshape(-1), cols.reshape(-1)),
-    )
-
-
-def concat_groups(a: StepGroups, b: StepGroups) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Observations, actions and mask of two layouts side by side (``[H, n_a + n_b]``)."""
-    return (
-        torch.cat([a.obs, b.obs], 1),
-        torch.cat([a.actions, b.actions], 1),
-        torch.cat([a.mask, b.mask], 1),
-    )
-
-
+# -- returns and advantages --------------------------------------------------------------------------------
 def returns_and_gae(
     rewards: torch.Tensor, values: torch.Tensor, episode: torch.Tensor, timesteps: torch.Tensor, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -466,7 +200,7 @@ class HNPG(Algorithm):
 
     def next_values(self, groups: StepGroups) -> torch.Tensor:
         """Q_{h+1}(s', a' ~ π_{h+1}(s')) for every row h (0 for h = H − 1 and at terminals), ``[H, n]``."""
-        nxt = groups.next_obs[:-1]
+        nxt = groups.next_observations[:-1]
         members = slice(1, self.horizon)
         q = self.q(nxt, self.clip(self.pi.sample(nxt, members)), members)
         return torch.cat([q, q.new_zeros(1, q.shape[1])]) * groups.not_done
@@ -489,13 +223,24 @@ class HNPG(Algorithm):
             mean, log_std = self.pi(obs)
             return (weights * gaussian_kl(mean_old, log_std_old, mean, log_std)).sum(1)
 
-        return trpo_step(list(self.pi.parameters()), loss_fn, kl_fn, self.config)
+        cfg = self.config
+        return trpo_step(
+            list(self.pi.parameters()),
+            loss_fn,
+            kl_fn,
+            max_kl=cfg.max_kl,
+            damping=cfg.damping,
+            cg_iters=cfg.cg_iters,
+            backtracks=cfg.backtracks,
+            accept_ratio=cfg.accept_ratio,
+            kl_tolerance=cfg.kl_tolerance,
+        )
 
     def offline_advantages(self, groups: StepGroups) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh actions a ~ π_h(s) on offline states and A = Q_h(s, a) − V_h(s) (the dataset action unused)."""
         with torch.no_grad():
-            actions = self.clip(self.pi.sample(groups.obs))
-            adv = self.q(groups.obs, actions) - self.state_value(groups.obs)
+            actions = self.clip(self.pi.sample(groups.observations))
+            adv = self.q(groups.observations, actions) - self.state_value(groups.observations)
         return actions, adv * groups.mask
 
     # -- offline step (generic contract) ----------------------------------------------------------------
@@ -520,10 +265,10 @@ class HNPG(Algorithm):
         with torch.no_grad():
             target = batch.targets + self.next_values(batch)
         w = batch.weights
-        loss_q = (w * (self.q(batch.obs, batch.actions) - target).pow(2)).sum(1).sum()
+        loss_q = (w * (self.q(batch.observations, batch.actions) - target).pow(2)).sum(1).sum()
         optimize(self.optimizers["critic"], loss_q)
         actions, adv = self.offline_advantages(batch)
-        metrics = self.policy_step(batch.obs, actions, adv, w)
+        metrics = self.policy_step(batch.observations, actions, adv, w)
         return {"critic_loss": loss_q.detach(), "offline_advantage": (w * adv).sum(1).mean(), **metrics}
 
     # -- online phase -------------------------------------------------------------------------------------
@@ -576,11 +321,11 @@ class HNPG(Algorithm):
         losses_on, losses_off = self.fit_critics(on, off)
 
         with torch.no_grad():
-            values = self.state_value(on.obs)[on.slots]
+            values = self.state_value(on.observations)[on.slots]
         _, adv_flat = returns_and_gae(rollout.rewards, values, episode, timesteps, cfg.gae_lambda)
         adv = on.mask.new_zeros(on.mask.shape)
         adv[on.slots] = adv_flat
-        obs, actions, mask = on.obs, on.actions, on.mask
+        obs, actions, mask = on.observations, on.actions, on.mask
         if off is not None:
             off_actions, off_adv = self.offline_advantages(off)
             obs, actions, mask = concat_groups(on, off._replace(actions=off_actions))
@@ -610,16 +355,16 @@ class HNPG(Algorithm):
                 with torch.no_grad():
                     target_off = off.targets[m]
                     if h + 1 < self.horizon:
-                        nxt = off.next_obs[m]
+                        nxt = off.next_observations[m]
                         m1 = slice(h + 1, h + 2)
                         q_next = self.q(nxt, self.clip(self.pi.sample(nxt, m1)), m1)
                         target_off = target_off + q_next * off.not_done[m]
             opt = adam(self.q.parameters(), lr=cfg.critic_lr)  # fresh every time, as the authors' update_q
             for _ in range(cfg.critic_steps):
-                loss_on = (w_on[m] * (self.q(on.obs[m], on.actions[m], m) - on.targets[m]).pow(2)).sum()
+                loss_on = (w_on[m] * (self.q(on.observations[m], on.actions[m], m) - on.targets[m]).pow(2)).sum()
                 loss = loss_on
                 if off is not None:
-                    loss_off = (w_off[m] * (self.q(off.obs[m], off.actions[m], m) - target_off).pow(2)).sum()
+                    loss_off = (w_off[m] * (self.q(off.observations[m], off.actions[m], m) - target_off).pow(2)).sum()
                     loss = loss + loss_off
                     losses_off[h] = loss_off.detach()
                 optimize(opt, loss)

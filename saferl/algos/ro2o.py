@@ -1,10 +1,11 @@
 """RO2O (Wen et al., "Towards Robust Offline-to-Online RL via Uncertainty and Smoothness", JAIR, arXiv 2309.16973).
 
 Defaults and losses from the authors' code (`BattleWen/RO2O`, ``algorithms/offline/ro2o_mujoco.py`` offline,
-``algorithms/finetune/ro2o_ft_mujoco.py`` online). SAC with an N-critic ensemble and a min-target (SAC-N),
-plus three regularisers built from uniformly perturbed states ŝ_j = s + δ_j, δ_j ~ U[−ε, ε]^{|S|}
-(j = 1..n, one set of n offsets shared by the whole batch, a fresh set per regulariser and update; the
-perturbation is applied to the *normalised* state, as the authors normalise the dataset first):
+``algorithms/finetune/ro2o_ft_mujoco.py`` online). SAC with an N-critic ensemble and a min-target (SAC-N:
+`RO2O` extends `saferl.algos.sac_n.SACN` and reuses its steps), plus three regularisers built from uniformly
+perturbed states ŝ_j = s + δ_j, δ_j ~ U[−ε, ε]^{|S|} (j = 1..n, one set of n offsets shared by the whole
+batch, a fresh set per regulariser and update; the perturbation is applied to the *normalised* state, as the
+authors normalise the dataset first):
 
     y        = r + γ(1 − d)·(min_i Q̄_i(s', a') − α·log π(a'|s')),   a' ~ π(s')
     L_TD     = Σ_i E_b[(Q_i(s, a) − y)²]
@@ -34,39 +35,29 @@ algorithms here.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.base import AlgoContext, O2OConfig, optimize
 from saferl.algos.registry import register
-from saferl.algos.sac_n import ensemble_td_loss
+from saferl.algos.sac_n import SACN, SACNConfig, ensemble_td_loss
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, soft_update
+from saferl.nn import Normalizer, TanhGaussianActor
 
 
 @dataclass
-class RO2OConfig(O2OConfig):
-    batch_size: int = 256
-    steps: int = 100_000  # the paper: 2.5M offline updates
+class RO2OConfig(SACNConfig, O2OConfig):
+    """SAC-N's fields (``steps``: the paper trains 2.5M offline updates), the online phase's and RO2O's own."""
+
     # online phase (ro2o_ft_mujoco.py: memory_size, train_starts, one update per env step, no offline replay)
     online_buffer_size: int = 250_000
     online_offline_ratio: float = 0.0
     online_warmup: int = 2_500
-    updates_per_step: float = 1.0
     online_regularizers: bool = True  # false: plain SAC-N losses online (authors' commit 26ad528)
-    # SAC-N part
-    hidden: tuple[int, ...] = (256, 256, 256)
-    num_critics: int = 10
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 5e-3
-    reward_scale: float = 1.0
+    # the authors' SAC-N setup
     normalize_obs: bool = True
     edac_init: bool = True
     # RO2O regularisers
@@ -134,28 +125,23 @@ def edac_init_(module: nn.Module, last_range: float) -> None:
 
 
 @register("ro2o")
-class RO2O(Algorithm):
+class RO2O(SACN):
+    """SAC-N's networks and steps (`saferl.algos.sac_n`) with RO2O's normaliser, init and regularisers."""
+
     Config = RO2OConfig
     online_mode = "off_policy"
+    log_std_min = -5.0  # EDAC's range [−5, 2], kept by the authors, instead of SAC's [−20, 2]
 
     def __init__(self, config: RO2OConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
-        o, a, h = ctx.obs_dim, ctx.act_dim, config.hidden
-        self.obs_norm = Normalizer(o).to(ctx.device)
-        # log σ clipped to [−5, 2] (EDAC's range, kept by the authors) instead of SAC's [−20, 2]
-        self.actor = TanhGaussianActor(o, a, ctx.action_low, ctx.action_high, h, log_std_min=-5.0).to(ctx.device)
-        self.critic = QEnsemble(o, a, config.num_critics, h).to(ctx.device)
-        if config.edac_init:
-            edac_init_(self.actor.net, 1e-3)
-            edac_init_(self.critic.net, 3e-3)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=ctx.device))
-        self.target_entropy = -float(a)
+        self.obs_norm = Normalizer(ctx.obs_dim).to(ctx.device)
         # α_u lives in a buffer: checkpointed with the networks, decayed in place without a host sync
         self.register_buffer("ood_uncertainty", torch.tensor(float(config.q_ood_uncertainty_reg), device=ctx.device))
-        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
-        self.optimizers["alpha"] = adam([self.log_alpha], lr=config.alpha_lr)
+
+    def init_networks(self) -> None:
+        if self.config.edac_init:
+            edac_init_(self.actor.net, 1e-3)
+            edac_init_(self.critic.net, 3e-3)
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         # dataset mean/std, kept for the online phase too (the fine-tuning script normalises with them)
@@ -181,12 +167,10 @@ class RO2O(Algorithm):
         n = cfg.sample_size
         metrics: dict[str, torch.Tensor] = {}
 
-        # temperature, then actor (EDAC/CORL order)
+        # temperature, then actor (EDAC/CORL order): L_π = SAC-N's actor loss (+ policy smoothness)
         new_act, logp = self.actor(obs)
-        loss_alpha = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        optimize(self.optimizers["alpha"], loss_alpha)
-        alpha = self.log_alpha.exp().detach()
-        loss_sac = (alpha * logp - self.critic(obs, new_act).amin(0)).mean()
+        alpha = self.temperature_step(logp)
+        loss_sac = self.actor_loss(obs, new_act, logp, alpha)
         loss_pi = loss_sac
         if regularize:
             smooth_pi = policy_smoothness(self.actor, obs, perturb(obs, n, cfg.policy_smooth_eps))
@@ -195,10 +179,7 @@ class RO2O(Algorithm):
         optimize(self.optimizers["actor"], loss_pi)
 
         # critic ensemble: TD to the min-target (+ value smoothness and OOD penalty on perturbed states)
-        with torch.no_grad():
-            next_act, next_logp = self.actor(next_obs)
-            q_next = self.critic_target(next_obs, next_act).amin(0) - alpha * next_logp
-            target = reward + cfg.gamma * (1.0 - batch.terminals) * q_next
+        target = self.min_target(next_obs, reward, batch.terminals, alpha)
         q_data = self.critic(obs, act)
         loss_td = ensemble_td_loss(q_data, target)
         loss_q = loss_td
@@ -217,18 +198,15 @@ class RO2O(Algorithm):
             metrics["ood_uncertainty"] = self.ood_uncertainty.clone()
             # linear decay of α_u to its floor, one step per update (authors: inside get_ood_loss)
             self.ood_uncertainty.sub_(cfg.q_ood_uncertainty_decay).clamp_(min=cfg.q_ood_uncertainty_reg_min)
-        optimize(self.optimizers["critic"], loss_q)
-        soft_update(self.critic_target.parameters(), self.critic.parameters(), cfg.tau)
-        with torch.no_grad():
-            q_policy_std = self.critic(obs, new_act.detach()).std(0).mean()
+        self.critic_step(loss_q)
         metrics.update(
             critic_loss=loss_td.detach(),
             actor_loss=loss_sac.detach(),
             alpha=alpha,
             q_data=q_data.mean().detach(),
-            q_policy_std=q_policy_std,
+            q_policy_std=self.q_policy_std(obs, new_act),
         )
         return metrics
 
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self.actor(self.obs_norm(obs), deterministic=deterministic, with_logprob=False)[0]
+        return super().policy(self.obs_norm(obs), deterministic)

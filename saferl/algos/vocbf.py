@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, DatasetError, OfflineDataset
 from saferl.nn import MLP, DeterministicActor, QEnsemble, ValueNet, expectile_loss
@@ -127,12 +127,6 @@ class VOCBF(Algorithm):
             raise DatasetError(f"vocbf: the task's barrier must return one value per state, got shape {tuple(h.shape)}")
         return data
 
-    @staticmethod
-    def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
         obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
@@ -143,20 +137,20 @@ class VOCBF(Algorithm):
             q_min = self.critic(obs, act).amin(dim=0)
         v = self.value(obs)
         value_loss = expectile_loss(q_min - v, cfg.expectile).mean()
-        self._step(self.optimizers["value"], value_loss)
+        optimize(self.optimizers["value"], value_loss)
 
         with torch.no_grad():
             target = hj_target(h, self.value(next_obs), batch.terminals, cfg.discount)
         q = self.critic(obs, act)  # [E, B]
         critic_loss = (q - target).pow(2).mean()
-        self._step(self.optimizers["critic"], critic_loss)
+        optimize(self.optimizers["critic"], critic_loss)
 
         actor_loss = F.mse_loss(self.actor(obs), act)
-        self._step(self.optimizers["actor"], actor_loss)
+        optimize(self.optimizers["actor"], actor_loss)
 
         # Same minimiser as the authors' MSE on s' = s + (f + g·u)·dt, measured in velocity units.
         dynamics_loss = F.mse_loss(self.dynamics(obs, act), (next_obs - obs) / self.dt)
-        self._step(self.optimizers["dynamics"], dynamics_loss)
+        optimize(self.optimizers["dynamics"], dynamics_loss)
 
         return {
             "value_loss": value_loss.detach(),

@@ -60,7 +60,7 @@ def flatten_buffers(buffers: list[Any], path: Path | None = None) -> tuple[dict[
             "rewards": np.asarray(b.rewards),
             "terminations": np.asarray(b.terminations),
             "truncations": np.asarray(b.truncations),
-            **({"cost": np.asarray(b.infos["cost"])} if b.infos and "cost" in b.infos else {}),
+            **({"costs": np.asarray(b.infos["cost"])} if b.infos and "cost" in b.infos else {}),
         }
         for b in buffers
     ]
@@ -132,7 +132,7 @@ def _read_hdf5_episodes(file: str, names: list[str], has_costs: bool) -> list[di
             gid = h5g.open(fh.id, name.encode())
             ep = {k: read(gid, k.encode()) for k in fields}
             if has_costs:
-                ep["cost"] = read(h5g.open(gid, b"infos"), b"cost")
+                ep["costs"] = read(h5g.open(gid, b"infos"), b"cost")
             episodes.append(ep)
     return episodes
 
@@ -163,15 +163,17 @@ def _episodes_minari(path: Path) -> list[dict[str, np.ndarray]]:
             "truncations": np.asarray(ep.truncations),
         }
         if isinstance(ep.infos, dict) and "cost" in ep.infos:
-            item["cost"] = np.asarray(ep.infos["cost"])
+            item["costs"] = np.asarray(ep.infos["cost"])
         episodes.append(item)
     return episodes
 
 
 def _flatten(path: Path, episodes: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
+    """Episodes in Minari's layout (T+1 ``observations``, ``terminations``, ``truncations`` and, when
+    recorded, T+1 ``costs`` from ``infos["cost"]``) → flat transition arrays named as `saferl.data.Batch`."""
     if not episodes:
         raise minari_io.DatasetError(f"dataset at {path} has no episodes")
-    has_costs = all("cost" in ep for ep in episodes)
+    has_costs = all("costs" in ep for ep in episodes)
     lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
     obs = [ep["observations"].reshape(len(ep["observations"]), -1) for ep in episodes]
     arrays = {
@@ -181,7 +183,7 @@ def _flatten(path: Path, episodes: list[dict[str, np.ndarray]]) -> tuple[dict[st
         ).astype(_F32),
         "rewards": np.concatenate([ep["rewards"] for ep in episodes]).astype(_F32),
         "costs": (
-            np.concatenate([ep["cost"][1:] for ep in episodes]).astype(_F32)
+            np.concatenate([ep["costs"][1:] for ep in episodes]).astype(_F32)
             if has_costs
             else np.zeros(int(lengths.sum()), dtype=_F32)
         ),
