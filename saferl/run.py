@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from saferl.cli import setup_logging, user_errors
-from saferl.train import run_experiment
+from saferl.runs import run_experiment
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saferl.train import SaferlError
+from saferl.runs.errors import SaferlError
 
 # Options that change where or how a run executes, not what it computes: left out of the run's identity.
 _NOT_IDENTITY = (
@@ -267,7 +267,7 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
 def _validate(config: dict[str, Any], where: str) -> None:
     """The checks run_experiment does before training, done up front so a typo fails the suite at once."""
     from saferl.algos import get_algorithm
-    from saferl.train import settings_from
+    from saferl.runs.settings import settings_from
 
     try:
         settings, algo_opts = settings_from(dict(config))
@@ -304,7 +304,7 @@ def expand(
             # Compose once per (task, agent); seed and cost_limit are plain top-level keys set per run.
             composed = _compose(base)
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")
-            # an explicit cost_limit=0 is a limit, not "unset" (train.py reads it the same way)
+            # an explicit cost_limit=0 is a limit, not "unset" (saferl.runs.resolve reads it the same way)
             limit = composed.get("cost_limit")
             run_kappas = (
                 kappas if agent.per_threshold else (float(task.default_cost_limit if limit is None else limit),)
