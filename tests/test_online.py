@@ -15,7 +15,7 @@ from saferl.algos import AlgoContext, Algorithm, O2OConfig, get_algorithm
 from saferl.data import OfflineDataset, load
 from saferl.data.offline import packed_width, unpack_rows
 from saferl.online import OnlineLoop, ReplayBuffer
-from saferl.train import SaferlError, run_experiment
+from saferl.runs import SaferlError, run_experiment
 
 TINY = [
     "algo.batch_size=64",
@@ -230,14 +230,14 @@ def test_killed_online_run_resumes_to_the_same_parameters(tmp_path, point_datase
 
 
 def test_safety_filter_corrects_online_actions_and_the_buffer_stores_them(point_dataset):
+    from saferl.runs import online_filter
     from saferl.safety import ControlAffineCBF, SafetyFilter
-    from saferl.train import _online_filter
 
     data = load(point_dataset)
     cls = get_algorithm("iql")
     algo = cls(cls.make_config({"hidden": (16, 16), "online_warmup": 10_000}), _ctx(data))
     barrier = ControlAffineCBF.for_task("point-robot")
-    assert _online_filter("cbf", algo.ctx.task) is not None
+    assert online_filter("cbf", algo.ctx.task) is not None
     train = algo.prepare(data)
     loop = OnlineLoop(algo, "saferl/PointRobot-v0", train, seed=0, wrap_env=lambda e: SafetyFilter(e, barrier))
     loop.run(1000)

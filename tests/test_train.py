@@ -15,7 +15,7 @@ import torch
 from conftest import compose_run, run_cli
 
 from saferl.envs import get_task
-from saferl.train import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
+from saferl.runs import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
 
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
 EVAL_KEYS = {
