@@ -291,6 +291,7 @@ def expand(
     """
     check_available(suite, need_data)
     from saferl.envs import get_task
+    from saferl.runs.resolve import resolve_cost_limit
 
     specs: list[RunSpec] = []
     for entry in suite.tasks:
@@ -304,11 +305,8 @@ def expand(
             # Compose once per (task, agent); seed and cost_limit are plain top-level keys set per run.
             composed = _compose(base)
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")
-            # an explicit cost_limit=0 is a limit, not "unset" (saferl.runs.resolve reads it the same way)
-            limit = composed.get("cost_limit")
-            run_kappas = (
-                kappas if agent.per_threshold else (float(task.default_cost_limit if limit is None else limit),)
-            )
+            # threshold-free agents train at the run's own cost limit, resolved as every run resolves it
+            run_kappas = kappas if agent.per_threshold else (resolve_cost_limit(composed.get("cost_limit"), task),)
             for kappa in run_kappas:
                 for seed in suite.seeds:
                     config = {**composed, "seed": seed, "cost_limit": float(kappa)}

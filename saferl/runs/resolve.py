@@ -36,9 +36,9 @@ class ResolvedRun:
     ctx: AlgoContext
 
 
-def resolve_cost_limit(s: RunSettings, task: TaskSpec) -> float:
-    """``cost_limit=`` when given (0 included), else the task's default."""
-    return float(s.cost_limit if s.cost_limit is not None else task.default_cost_limit)
+def resolve_cost_limit(cost_limit: float | None, task: TaskSpec) -> float:
+    """``cost_limit=`` when given (0 is a limit, not "unset"), else the task's default; the suite uses it too."""
+    return float(cost_limit if cost_limit is not None else task.default_cost_limit)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,7 +59,7 @@ def resolve_run(s: RunSettings, task: TaskSpec, steps: int) -> tuple[ResolvedRun
     env = gym.make(task.env_id)
     check_compatible(data, env, dataset, task, s.allow_env_mismatch)
     task = _with_reward_range(task, data)
-    cost_limit = resolve_cost_limit(s, task)
+    cost_limit = resolve_cost_limit(s.cost_limit, task)
     ctx = AlgoContext.for_task(task, env, cost_limit, device)
     env.close()
     run = ResolvedRun(
