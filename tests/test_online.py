@@ -162,6 +162,24 @@ def test_on_policy_loop_hands_over_whole_episodes_from_lock_stepped_envs(point_d
     assert algo.started == 1 and len(loop.episode_returns) == rollout.num_episodes == len(first)
 
 
+def test_the_loop_contract_is_declared_with_defaults_and_online_mode_is_checked(point_dataset):
+    from saferl.algos.base import OnlineMode
+
+    iql = get_algorithm("iql")
+    algo = iql(iql.make_config({"hidden": (16, 16)}), _ctx(load(point_dataset)))
+    assert iql.online_mode is OnlineMode.OFF_POLICY and _Recorder.online_mode is OnlineMode.ON_POLICY
+    assert algo.episodic_policy() == algo.act and algo.mc_gamma is None and not algo.wraps_eval_env
+    env = object()
+    assert algo.wrap_eval_env(env) is env  # type: ignore[arg-type]
+    assert get_algorithm("vocbf").wraps_eval_env and get_algorithm("calql").online_mode is OnlineMode.OFF_POLICY
+    with pytest.raises(NotImplementedError, match="rollout_steps"):
+        _ = algo.rollout_steps  # off-policy configs have none
+    with pytest.raises(TypeError, match="online_mode='offpolicy'"):
+
+        class _Typo(Algorithm):
+            online_mode = "offpolicy"
+
+
 def _online_args(run_dir: Path, *extra: str) -> list[str]:
     return [
         "algo=iql",
@@ -235,6 +253,7 @@ def test_safety_filter_corrects_online_actions_and_the_buffer_stores_them(point_
 
     data = load(point_dataset)
     cls = get_algorithm("iql")
+    torch.manual_seed(0)  # the untrained policy must reach the hazards: not left to the tests run before
     algo = cls(cls.make_config({"hidden": (16, 16), "online_warmup": 10_000}), _ctx(data))
     barrier = ControlAffineCBF.for_task("point-robot")
     assert online_filter("cbf", algo.ctx.task) is not None
