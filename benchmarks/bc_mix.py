@@ -44,8 +44,7 @@ def train_and_evaluate(data, task, steps: int, episodes: int) -> tuple[float, fl
 
     cls = get_algorithm("bc_all")
     config = cls.make_config({"steps": steps})
-    box = np.ones(data.act_dim, np.float32)
-    ctx = AlgoContext(data.obs_dim, data.act_dim, -box, box, task.default_cost_limit, 1000, torch.device("cpu"), task)
+    ctx = AlgoContext.for_task(task, data, task.default_cost_limit)
     torch.manual_seed(0)
     algo = cls(config, ctx)
     gen = torch.Generator().manual_seed(0)

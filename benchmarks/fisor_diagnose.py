@@ -34,7 +34,7 @@ def main() -> None:
     from saferl.data import load
     from saferl.data.coverage import hazard_coverage
     from saferl.evaluation import EVAL_SEED_OFFSET
-    from saferl.train import load_run
+    from saferl.runs import load_run
 
     algo, task, cfg, step = load_run(args.run_dir)
     geo = task.barrier.keywords["geometry"]

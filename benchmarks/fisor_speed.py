@@ -29,16 +29,7 @@ import torch
 def _ctx(data, task):
     from saferl.algos import AlgoContext
 
-    return AlgoContext(
-        obs_dim=data.obs_dim,
-        act_dim=data.act_dim,
-        action_low=np.full(data.act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(data.act_dim, 1.0, dtype=np.float32),
-        cost_limit=task.default_cost_limit,
-        max_episode_steps=task.max_episode_steps,
-        device=torch.device("cpu"),
-        task=task,
-    )
+    return AlgoContext.for_task(task, data, task.default_cost_limit)
 
 
 def updates_per_s(algo, data, batch_size: int, seconds: float, windows: int = 3) -> float:

@@ -22,10 +22,12 @@ core, the H = 10 one about 7. A random policy opens the lock with probability 10
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -43,16 +45,11 @@ WINDOW = 5  # evaluations in the moving average of the stopping rule
 
 
 def lock_context(horizon: int) -> AlgoContext:
-    return AlgoContext(
-        obs_dim=observation_dim(horizon),
-        act_dim=10,
-        action_low=np.zeros(10, dtype=np.float32),
-        action_high=np.ones(10, dtype=np.float32),
-        cost_limit=0.0,
-        max_episode_steps=horizon,
-        device=torch.device("cpu"),
-        task=get_task("combination-lock"),
-    )
+    env = gym.make(LOCK, horizon=horizon)
+    ctx = AlgoContext.for_task(get_task("combination-lock"), env, cost_limit=0.0)
+    env.close()
+    assert ctx.obs_dim == observation_dim(horizon)
+    return dataclasses.replace(ctx, max_episode_steps=horizon)  # the lock's horizon, not the registered default
 
 
 def run(horizon: int, hybrid: bool, seed: int, iterations: int, rollout_steps: int, eval_episodes: int) -> dict:

@@ -27,7 +27,6 @@ def compose_algo(name: str, preset: str) -> dict:
 
 
 def time_default_run(name: str, preset: str, seconds: float) -> dict:
-    import numpy as np
     import torch
 
     from saferl.algos import AlgoContext, get_algorithm
@@ -41,16 +40,7 @@ def time_default_run(name: str, preset: str, seconds: float) -> dict:
     opts.pop("name")
     cls = get_algorithm(name)
     config = cls.make_config(opts)
-    ctx = AlgoContext(
-        data.obs_dim,
-        data.act_dim,
-        -np.ones(data.act_dim, np.float32),
-        np.ones(data.act_dim, np.float32),
-        task.default_cost_limit,
-        task.max_episode_steps,
-        torch.device("cpu"),
-        task,
-    )
+    ctx = AlgoContext.for_task(task, data, task.default_cost_limit)
     torch.manual_seed(0)
     algo = cls(config, ctx)
     train = algo.prepare(data)

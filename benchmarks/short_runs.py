@@ -2,7 +2,7 @@
 
     python benchmarks/short_runs.py [--only NAME ...]
 
-Every run is `saferl.train.run_experiment` on PointRobot with 10 evaluation episodes, seed 0, one torch thread,
+Every run is `saferl.runs.run_experiment` on PointRobot with 10 evaluation episodes, seed 0, one torch thread,
 in a temporary runs root. Printed per run: normalized reward, cost return, wall time, and the last logged
 value of the Lagrange multiplier and of the policy's cost value where the algorithm logs them; runs with
 `eval_every` also print their evaluation curve (updates: normalized reward / cost [/ λ]). The first row is a
@@ -109,7 +109,7 @@ def _cdt_target_costs(run_dir: Path) -> str:
     """Evaluate a finished CDT run's checkpoint conditioned on each of CDT_COST_TARGETS (10 episodes each):
     equal costs mean the actions do not depend on the cost-to-go."""
     from saferl.evaluation import rollout
-    from saferl.train import load_run
+    from saferl.runs import load_run
 
     algo, task, _, _ = load_run(run_dir)
     costs = []
@@ -125,7 +125,7 @@ def _cpq_cost_values(run_dir: Path) -> str:
     import gymnasium as gym
     import torch
 
-    from saferl.train import load_run
+    from saferl.runs import load_run
 
     algo, task, _, _ = load_run(run_dir)
     env = gym.make(task.env_id)
@@ -161,7 +161,7 @@ def main() -> None:
     import saferl  # noqa: F401
     from saferl.envs import get_task
     from saferl.evaluation import rollout
-    from saferl.train import run_experiment
+    from saferl.runs import run_experiment
 
     task = get_task("point-robot")
     rng = np.random.default_rng(0)

@@ -48,8 +48,15 @@ def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: b
         timeouts=torch.zeros(n),
         episode_starts=torch.arange(0, n + 1, 1000),
     )
+    box = np.ones(act_dim, np.float32)  # synthetic data, no task: the context is spelled out
     ctx = AlgoContext(
-        obs_dim, act_dim, -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32), 10.0, 1000, torch.device("cpu")
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        action_low=-box,
+        action_high=box,
+        cost_limit=10.0,
+        max_episode_steps=1000,
+        device=torch.device("cpu"),
     )
     cls = get_algorithm(algo)
     fields = {"batch_size": 256, "hidden": [256, 256]}

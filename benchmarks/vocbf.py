@@ -1,6 +1,6 @@
 """V-OCBF on BoatRobot and PointRobot: violations of the CBF-filtered BC policy vs the unfiltered one.
 
-Each (task, seed) trains ``algo=vocbf`` through the normal training loop (``saferl.train.run_experiment``,
+Each (task, seed) trains ``algo=vocbf`` through the normal training loop (``saferl.runs.run_experiment``,
 the same code as ``python -m saferl.run algo=vocbf env=<task>``) on the task's reference dataset, which
 evaluates the BC policy through the CBF-QP filter on the learned V_c (eval.json's main metrics) and
 without it (``eval.json["unfiltered"]``). The trained model is then also evaluated with the model-free
@@ -29,14 +29,13 @@ NOTES_MARKER = "<!-- hand-written notes below; benchmarks/vocbf.py keeps them wh
 
 def run_one(task: str, seed: int, steps: int, episodes: int, runs: str) -> dict:
     """Train + evaluate one (task, seed) in this process (single torch thread), then the critic filter."""
-    import numpy as np
     import torch
     from hydra import compose, initialize_config_dir
 
     from saferl import evaluation
     from saferl.algos import AlgoContext, get_algorithm
     from saferl.envs import get_task
-    from saferl.train import run_experiment
+    from saferl.runs import run_experiment
 
     run_dir = Path(runs) / task / f"seed{seed}"
     overrides = [
@@ -59,18 +58,11 @@ def run_one(task: str, seed: int, steps: int, episodes: int, runs: str) -> dict:
     total = time.perf_counter() - t0
 
     # the model-free alternative on the same trained networks: Q_c(s, u) ≥ 0 linearised around u_nom
+    import gymnasium as gym
+
     spec = get_task(task)
     cls = get_algorithm("vocbf")
-    ctx = AlgoContext(
-        2,
-        2,
-        np.full(2, -1.0, np.float32),
-        np.ones(2, np.float32),
-        result["cost_limit"],
-        spec.max_episode_steps,
-        torch.device("cpu"),
-        spec,
-    )
+    ctx = AlgoContext.for_task(spec, gym.make(spec.env_id), result["cost_limit"])
     algo = cls(cls.make_config({"eval_filter": "critic"}), ctx)
     algo.load_state_dict(torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["algo"])
     stats = evaluation.rollout(spec.env_id, algo.act, episodes, seed, wrap_env=algo.wrap_eval_env)

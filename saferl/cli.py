@@ -7,12 +7,10 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from saferl.algos import UnknownAlgorithmError
-from saferl.data import DatasetError
-from saferl.envs import UnknownTaskError
-from saferl.train import SaferlError
+from saferl.errors import SaferlError
 
-USER_ERRORS = (SaferlError, DatasetError, UnknownTaskError, UnknownAlgorithmError)
+# Every user-facing error derives from SaferlError (datasets, tasks, algorithms, runs, suites, engines).
+USER_ERRORS = (SaferlError,)
 
 
 def setup_logging() -> None:

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from saferl.algos import Algorithm
+from saferl.algos.base import OnlineMode
 from saferl.data import Batch, OfflineDataset
 from saferl.data.offline import packed_width, unpack_rows
 from saferl.envs import step_cost
+from saferl.safety.filter import CorrectsActions
 
 ONLINE_SEED_OFFSET = 2_000_003  # online episodes never share env seeds with evaluation or dataset episodes
 
@@ -195,8 +197,8 @@ class OnlineLoop:
         offline: the offline dataset (mixed into replay batches and handed to ``start_online``).
         seed: seeds the env episodes and the replay sampler.
         num_envs: envs stepped in lock-step; each loop step collects ``num_envs`` transitions.
-        wrap_env: wraps every env (e.g. ``saferl.safety.SafetyFilter``); the executed (filtered) action is
-            what the buffer stores.
+        wrap_env: wraps every env (e.g. ``saferl.safety.SafetyFilter``); where the wrapped env
+            `CorrectsActions`, the executed (filtered) action is what the buffer stores.
     """
 
     def __init__(
@@ -209,7 +211,7 @@ class OnlineLoop:
         env_kwargs: dict[str, Any] | None = None,
         wrap_env: Callable[[gym.Env], gym.Env] | None = None,
     ):
-        if algo.online_mode not in ("off_policy", "on_policy"):
+        if algo.online_mode is None:
             from saferl.algos import REGISTRY
 
             online = sorted(n for n, c in REGISTRY.items() if c.online_mode is not None)
@@ -223,12 +225,13 @@ class OnlineLoop:
         self.envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
         if wrap_env is not None:
             self.envs = [wrap_env(env) for env in self.envs]
+        self._corrects = [isinstance(env, CorrectsActions) for env in self.envs]  # store the executed action
         space = self.envs[0].action_space
         self.low, self.high = np.asarray(space.low), np.asarray(space.high)
         cfg = algo.config
-        self.mc_gamma: float | None = getattr(algo, "mc_gamma", None)
+        self.mc_gamma = algo.mc_gamma
         self.buffer: ReplayBuffer | None = None
-        if algo.online_mode == "off_policy":
+        if algo.online_mode is OnlineMode.OFF_POLICY:
             self.buffer = ReplayBuffer(
                 algo.ctx.obs_dim,
                 algo.ctx.act_dim,
@@ -282,7 +285,7 @@ class OnlineLoop:
         for j, action in zip(envs, actions, strict=True):
             env = self.envs[j]
             next_obs, reward, terminated, truncated, info = env.step(action)
-            executed = getattr(env, "last_action", None)  # a SafetyFilter's corrected action
+            executed = env.last_action if self._corrects[j] else None
             cost = step_cost(info)
             record = info.get("safety_filter")
             if record is not None:
@@ -326,7 +329,7 @@ class OnlineLoop:
         """One iteration: ``num_envs`` env steps and their updates (off-policy) or one rollout and one
         update (on-policy). Returns the last update's metrics (empty during warm-up)."""
         self._start()
-        if self.algo.online_mode == "on_policy":
+        if self.algo.online_mode is OnlineMode.ON_POLICY:
             return self._on_policy_step()
         return self._off_policy_step()
 
@@ -355,7 +358,7 @@ class OnlineLoop:
         return metrics
 
     def _on_policy_step(self) -> dict[str, torch.Tensor]:
-        target = int(self.algo.config.rollout_steps)
+        target = self.algo.rollout_steps
         done_episodes: list[_Episode] = []
         collected = 0
         active = list(range(len(self.envs)))

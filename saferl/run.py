@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 import saferl.algos  # noqa: F401  (stores the algo=<name> configs in Hydra's ConfigStore before main composes)
 from saferl.cli import setup_logging, user_errors
-from saferl.train import run_experiment
+from saferl.runs import run_experiment
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -21,16 +21,7 @@ PRESETS = CONF / "algo_preset"
 def _ctx(data, cost_limit: float = 10.0) -> AlgoContext:
     from saferl.envs import get_task
 
-    return AlgoContext(
-        obs_dim=data.obs_dim,
-        act_dim=data.act_dim,
-        action_low=np.full(data.act_dim, -1.0, dtype=np.float32),
-        action_high=np.full(data.act_dim, 1.0, dtype=np.float32),
-        cost_limit=cost_limit,
-        max_episode_steps=200,
-        device=torch.device("cpu"),
-        task=get_task("point-robot"),
-    )
+    return AlgoContext.for_task(get_task("point-robot"), data, cost_limit)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

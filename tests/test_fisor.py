@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import box_ctx
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -40,16 +41,7 @@ TINY = {"batch_size": 64, "actor_hidden": 32, "actor_blocks": 1, "critic_hidden"
 
 def _ctx(task: str = "point-robot", low: float = -1.0, high: float = 1.0) -> AlgoContext:
     spec = get_task(task)
-    return AlgoContext(
-        obs_dim=2,
-        act_dim=2,
-        action_low=np.full(2, low, dtype=np.float32),
-        action_high=np.full(2, high, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=spec.max_episode_steps,
-        device=torch.device("cpu"),
-        task=spec,
-    )
+    return box_ctx(task=spec, low=low, high=high, max_episode_steps=spec.max_episode_steps)
 
 
 def _tiny(**overrides) -> FISOR:
@@ -351,7 +343,7 @@ def test_fisor_is_safe_and_beats_a_random_policy_on_point_robot(tmp_path, point_
     the reversed 0.9-expectile of Q_h with h = +25 needs half to three quarters of a state's in-data actions to be
     safe before V_h ≤ 0 (benchmarks/fisor.md). The margin over random went from 0.2 to 0.1 with the data change;
     FISOR's conservatism on v2 is an open finding of issue 14, not what this test endorses."""
-    from saferl.train import run_experiment
+    from saferl.runs import run_experiment
 
     overrides = [
         "algo=fisor_cpu",

@@ -61,7 +61,7 @@ MARGIN = 0.15  # normalized reward above the random policy's
 
 
 def _run(tmp_path: Path, algo: str, overrides: list[str]) -> dict:
-    from saferl.train import run_experiment
+    from saferl.runs import run_experiment
 
     base = [
         f"algo={algo}",
@@ -148,7 +148,7 @@ CDT_CONDITIONED = [
 )
 def test_cdt_is_safer_than_bc_all_and_follows_its_cost_target(tmp_path, point_dataset, bc_all_cost):
     from saferl.evaluation import rollout
-    from saferl.train import load_run
+    from saferl.runs import load_run
 
     result = _run(tmp_path, "cdt", CDT_CONDITIONED)
     assert result["cost_mean"] < 0.5 * bc_all_cost, (result["cost_mean"], bc_all_cost)

@@ -233,7 +233,7 @@ def test_bc_reproduces_a_mujoco_behaviour_policy_through_the_whole_pipeline(mina
     )
     result = json.loads((run_dir / "eval.json").read_text())
     from saferl.evaluation import rollout
-    from saferl.train import load_run
+    from saferl.runs import load_run
 
     # The behaviour itself on the evaluation's start states (its returns vary by ~15 % with the start state, so
     # the comparison is paired); the data's own returns bracket them. BC's action error below is the tight check:
@@ -274,7 +274,7 @@ def test_a_task_without_reference_constants_normalises_with_its_datasets(hopper_
     from dataclasses import replace
 
     from saferl.envs import TASKS
-    from saferl.train import run_experiment
+    from saferl.runs import run_experiment
     from tests.conftest import compose_run
 
     monkeypatch.setitem(TASKS, "hopper-velocity", replace(TASKS["hopper-velocity"], reward_min=None, reward_max=None))

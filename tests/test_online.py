@@ -15,7 +15,7 @@ from saferl.algos import AlgoContext, Algorithm, O2OConfig, get_algorithm
 from saferl.data import OfflineDataset, load
 from saferl.data.offline import packed_width, unpack_rows
 from saferl.online import OnlineLoop, ReplayBuffer
-from saferl.train import SaferlError, run_experiment
+from saferl.runs import SaferlError, run_experiment
 
 TINY = [
     "algo.batch_size=64",
@@ -162,6 +162,24 @@ def test_on_policy_loop_hands_over_whole_episodes_from_lock_stepped_envs(point_d
     assert algo.started == 1 and len(loop.episode_returns) == rollout.num_episodes == len(first)
 
 
+def test_the_loop_contract_is_declared_with_defaults_and_online_mode_is_checked(point_dataset):
+    from saferl.algos.base import OnlineMode
+
+    iql = get_algorithm("iql")
+    algo = iql(iql.make_config({"hidden": (16, 16)}), _ctx(load(point_dataset)))
+    assert iql.online_mode is OnlineMode.OFF_POLICY and _Recorder.online_mode is OnlineMode.ON_POLICY
+    assert algo.episodic_policy() == algo.act and algo.mc_gamma is None and not algo.wraps_eval_env
+    env = object()
+    assert algo.wrap_eval_env(env) is env  # type: ignore[arg-type]
+    assert get_algorithm("vocbf").wraps_eval_env and get_algorithm("calql").online_mode is OnlineMode.OFF_POLICY
+    with pytest.raises(NotImplementedError, match="rollout_steps"):
+        _ = algo.rollout_steps  # off-policy configs have none
+    with pytest.raises(TypeError, match="online_mode='offpolicy'"):
+
+        class _Typo(Algorithm):
+            online_mode = "offpolicy"
+
+
 def _online_args(run_dir: Path, *extra: str) -> list[str]:
     return [
         "algo=iql",
@@ -230,14 +248,15 @@ def test_killed_online_run_resumes_to_the_same_parameters(tmp_path, point_datase
 
 
 def test_safety_filter_corrects_online_actions_and_the_buffer_stores_them(point_dataset):
+    from saferl.runs import online_filter
     from saferl.safety import ControlAffineCBF, SafetyFilter
-    from saferl.train import _online_filter
 
     data = load(point_dataset)
     cls = get_algorithm("iql")
+    torch.manual_seed(0)  # the untrained policy must reach the hazards: not left to the tests run before
     algo = cls(cls.make_config({"hidden": (16, 16), "online_warmup": 10_000}), _ctx(data))
     barrier = ControlAffineCBF.for_task("point-robot")
-    assert _online_filter("cbf", algo.ctx.task) is not None
+    assert online_filter("cbf", algo.ctx.task) is not None
     train = algo.prepare(data)
     loop = OnlineLoop(algo, "saferl/PointRobot-v0", train, seed=0, wrap_env=lambda e: SafetyFilter(e, barrier))
     loop.run(1000)

@@ -15,7 +15,7 @@ import torch
 from conftest import compose_run, run_cli
 
 from saferl.envs import get_task
-from saferl.train import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
+from saferl.runs import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
 
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=5", "progress=false", "tensorboard=false"]
 EVAL_KEYS = {
@@ -308,3 +308,25 @@ def test_collect_cli_prints_summary_and_saves_scatter_plot(tmp_path, minari_root
         timeout=300,
     )
     assert again.returncode == 1 and "overwrite=true" in again.stdout + again.stderr
+
+
+def test_cost_limit_zero_is_a_limit_in_the_run_and_in_the_suite(tmp_path, point_dataset):
+    """κ = 0 is a valid limit, never "unset": the run records it and scores against it (ε = 1), and the
+    benchmark suite passes it on instead of the task's default."""
+    import yaml
+
+    from saferl.bench import expand, parse_suite
+    from saferl.bench.__main__ import compose_bench
+
+    run_dir = tmp_path / "zero"
+    result = run_experiment(config("algo=bc_all", "steps=50", "cost_limit=0", f"run_dir={run_dir}", *TINY))
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["cost_limit"] == 0
+    written = json.loads((run_dir / "eval.json").read_text())
+    assert written["cost_limit"] == result["cost_limit"] == 0
+    assert 0.0 in written["thresholds"] and written["normalized_cost"]["0"] == result["cost_mean"] + 1.0
+    assert load_run(run_dir)[0].ctx.cost_limit == 0
+
+    smoke = parse_suite(compose_bench(["suite=smoke", "suite.cost_limits=[0]"]).suite)
+    specs = expand(smoke, tmp_path / "suite", ("cost_limit=0",), need_data=False)
+    assert specs and all(s.cost_limit == 0 and "cost_limit=0" in s.overrides for s in specs)
+    assert {s.per_threshold for s in specs} == {True, False}  # bc_all (one run per seed) keeps κ = 0 too

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
+from conftest import box_ctx
 from hydra import compose, initialize_config_dir
 
 from saferl import evaluation
@@ -16,8 +16,8 @@ from saferl.algos import AlgoContext, get_algorithm
 from saferl.algos.vocbf import hj_target
 from saferl.data import DatasetError
 from saferl.envs import get_task
+from saferl.runs import run_experiment
 from saferl.safety import SafetyFilter
-from saferl.train import run_experiment
 
 CONF = Path(__file__).resolve().parents[1] / "saferl" / "conf"
 SMALL = ["algo.hidden=[64,64]", "algo.bc_hidden=[64,64]", "algo.dyn_hidden=[32,32]"]
@@ -34,16 +34,9 @@ def test_hj_target_is_the_discounted_reach_avoid_backup():
 
 
 def _ctx(task_name: str | None = "point-robot") -> AlgoContext:
-    return AlgoContext(
-        obs_dim=2,
-        act_dim=2,
-        action_low=np.full(2, -1.0, dtype=np.float32),
-        action_high=np.full(2, 1.0, dtype=np.float32),
-        cost_limit=10.0,
-        max_episode_steps=200,
-        device=torch.device("cpu"),
-        task=get_task(task_name) if task_name else None,
-    )
+    if task_name is None:  # no task: no safety margin h to learn from
+        return box_ctx()
+    return AlgoContext.for_task(get_task(task_name), gym.make(get_task(task_name).env_id), cost_limit=10.0)
 
 
 def test_vocbf_needs_a_safety_margin():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +13,11 @@ from torch import nn
 
 from saferl.data import Batch, OfflineDataset
 from saferl.envs import TaskSpec
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from saferl.evaluation import BatchPolicy, EpisodicPolicy
 
 
 @dataclass
@@ -26,6 +32,38 @@ class AlgoContext:
     max_episode_steps: int
     device: torch.device
     task: TaskSpec | None = None
+
+    @classmethod
+    def for_task(
+        cls,
+        task: TaskSpec,
+        source: OfflineDataset | gym.Env,
+        cost_limit: float,
+        device: torch.device | str = "cpu",
+    ) -> AlgoContext:
+        """The context of training on ``task``: shapes from ``source`` (a dataset or an env), the action box
+        from the env (the task's own env when ``source`` is a dataset), episode length from the task."""
+        if isinstance(source, OfflineDataset):
+            import gymnasium as gym
+
+            env = gym.make(task.env_id)
+            space = env.action_space
+            env.close()
+            obs_dim, act_dim = source.obs_dim, source.act_dim
+        else:
+            space = source.action_space
+            obs_dim = int(np.prod(source.observation_space.shape))
+            act_dim = int(np.prod(space.shape))
+        return cls(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            action_low=space.low,
+            action_high=space.high,
+            cost_limit=float(cost_limit),
+            max_episode_steps=task.max_episode_steps,
+            device=torch.device(device),
+            task=task,
+        )
 
 
 @dataclass
@@ -51,19 +89,40 @@ class O2OConfig(AlgoConfig):
     updates_per_step: float = 1.0  # gradient updates per env step (UTD)
 
 
+class OnlineMode(enum.StrEnum):
+    """How an offline→online algorithm's online phase collects data (`saferl.online.OnlineLoop`)."""
+
+    OFF_POLICY = "off_policy"  # a replay buffer; ``online_update(batch)`` ``updates_per_step`` times per env step
+    ON_POLICY = "on_policy"  # whole episodes, at least ``rollout_steps`` env steps, per ``online_update(rollout)``
+
+
 class Algorithm(nn.Module):
     """Base class: networks are submodules; optimizers live in ``self.optimizers`` so that
     ``state_dict`` captures everything a resumed run needs.
 
-    Offline→online algorithms set ``online_mode``: ``"off_policy"`` (the loop keeps a replay buffer, calls
+    Everything the training loop asks of an algorithm is declared here with its default; the loop calls these
+    members directly. Offline→online algorithms set ``online_mode`` (an `OnlineMode`; its string value is
+    accepted and checked when the class is defined): off-policy (the loop keeps a replay buffer, calls
     ``explore`` for every env step and ``online_update(batch)`` ``updates_per_step`` times per step) or
-    ``"on_policy"`` (the loop collects whole episodes, at least ``config.rollout_steps`` env steps, and calls
+    on-policy (the loop collects whole episodes, at least ``rollout_steps`` env steps, and calls
     ``online_update(rollout)`` with them as an `OfflineDataset`). ``start_online`` runs once at the switch.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
-    online_mode: ClassVar[str | None] = None  # None: offline only
+    online_mode: ClassVar[OnlineMode | None] = None  # None: offline only
+    # True when `wrap_eval_env` changes the env: the final evaluation then also reports the bare policy
+    wraps_eval_env: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mode = cls.__dict__.get("online_mode")
+        if mode is not None and not isinstance(mode, OnlineMode):
+            try:
+                cls.online_mode = OnlineMode(mode)
+            except ValueError:
+                known = ", ".join(repr(m.value) for m in OnlineMode)
+                raise TypeError(f"{cls.__qualname__}.online_mode={mode!r}; use None, {known}") from None
 
     def __init__(self, config: AlgoConfig, ctx: AlgoContext):
         super().__init__()
@@ -103,6 +162,17 @@ class Algorithm(nn.Module):
         """Actions for a batch of observation tensors."""
         raise NotImplementedError
 
+    # -- hooks for evaluation -------------------------------------------------------------------
+    def episodic_policy(self) -> BatchPolicy | EpisodicPolicy:
+        """What evaluation rollouts call: ``act`` by default; sequence models return an `EpisodicPolicy`
+        that keeps per-episode context (CDT: returns-to-go conditioned on the cost limit; HNPG: the step)."""
+        return self.act
+
+    def wrap_eval_env(self, env: gym.Env) -> gym.Env:
+        """Wrap every evaluation env (e.g. V-OCBF's safety filter around the nominal policy); identity by
+        default. Algorithms that wrap set ``wraps_eval_env = True``."""
+        return env
+
     # -- offline→online hooks (used only when ``online_mode`` is set) -------------------------------
     def start_online(self, offline: OfflineDataset) -> None:
         """Called when the online phase begins, and again when a run resumes in it (so: idempotent):
@@ -110,12 +180,27 @@ class Algorithm(nn.Module):
 
     def check_online(self) -> None:
         """Raise ValueError (with what to do instead) when this algorithm cannot fine-tune on ctx's task;
-        the training loop calls it before a run directory exists."""
+        `saferl.runs` calls it once per offline→online run, before a run directory exists."""
+
+    @property
+    def mc_gamma(self) -> float | None:
+        """Off-policy: the discount of the Monte-Carlo returns-to-go the replay buffer stores with every row
+        (Cal-QL); None (the default) stores none and lets transitions in as they happen."""
+        return None
+
+    @property
+    def rollout_steps(self) -> int:
+        """On-policy: the least number of env steps (whole episodes) behind each ``online_update(rollout)``;
+        by default the config's ``rollout_steps`` field, which on-policy configs declare."""
+        steps = getattr(self.config, "rollout_steps", None)  # on-policy configs only; O2OConfig has no such field
+        if steps is None:
+            raise NotImplementedError(f"{self.name} is on-policy but its config has no rollout_steps")
+        return int(steps)
 
     def explore(self, obs: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The action taken in the env while collecting online data (default: a policy sample).
         ``timesteps`` (int64 [B]) is each env's step index within its episode, for finite-horizon policies
-        with one network per step (HNPG); such algorithms also offer ``episodic_policy()`` for evaluation."""
+        with one network per step (HNPG); such algorithms also override ``episodic_policy()`` for evaluation."""
         return self.policy(obs, deterministic=False)
 
     def online_update(self, batch: Any) -> dict[str, torch.Tensor]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from saferl.errors import SaferlError
+
 if TYPE_CHECKING:
     from saferl.algos.base import Algorithm
 
 REGISTRY: dict[str, type[Algorithm]] = {}
 
 
-class UnknownAlgorithmError(KeyError):
+class UnknownAlgorithmError(SaferlError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -94,6 +94,7 @@ def hj_target(h: torch.Tensor, next_v: torch.Tensor, terminal: torch.Tensor, dis
 @register("vocbf")
 class VOCBF(Algorithm):
     Config = VOCBFConfig
+    wraps_eval_env = True  # evaluation runs the nominal policy through a safety filter (wrap_eval_env)
 
     def __init__(self, config: VOCBFConfig, ctx: AlgoContext):
         super().__init__(config, ctx)

@@ -313,7 +313,7 @@ def collect(specs: list[Any]) -> tuple[list[RunRecord], dict[str, str], list[str
     """Records of the finished runs of a suite, the failed runs' errors, and the runs not done yet."""
     from saferl.bench.curves import read_run_curve
     from saferl.bench.runner import read_state
-    from saferl.train import EVAL_FILE
+    from saferl.runs.rundir import EVAL_FILE
 
     records, failed, missing = [], {}, []
     for spec in specs:

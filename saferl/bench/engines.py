@@ -23,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from saferl.train import SaferlError
+from saferl.runs.errors import SaferlError
 
 
 class EngineError(SaferlError):

@@ -6,4 +6,4 @@ import torch._dynamo  # noqa: F401
 
 import saferl.bench.worker  # noqa: F401
 import saferl.data.minari_io  # noqa: F401
-import saferl.train  # noqa: F401
+import saferl.runs  # noqa: F401

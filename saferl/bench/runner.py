@@ -23,7 +23,7 @@ from typing import Any
 from saferl.bench.progress import ProgressView, RunningRun
 from saferl.bench.suite import RunSpec, Suite, SuiteError
 from saferl.bench.worker import STATE_FILE, execute_run
-from saferl.train import EVAL_FILE, write_json_atomic
+from saferl.runs.rundir import EVAL_FILE, write_json_atomic
 
 LOCK_FILE = ".bench.lock"
 

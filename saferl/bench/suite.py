@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saferl.train import SaferlError
+from saferl.runs.errors import SaferlError
 
 # Options that change where or how a run executes, not what it computes: left out of the run's identity.
 _NOT_IDENTITY = (
@@ -267,7 +267,7 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
 def _validate(config: dict[str, Any], where: str) -> None:
     """The checks run_experiment does before training, done up front so a typo fails the suite at once."""
     from saferl.algos import get_algorithm
-    from saferl.train import settings_from
+    from saferl.runs.settings import settings_from
 
     try:
         settings, algo_opts = settings_from(dict(config))
@@ -291,6 +291,7 @@ def expand(
     """
     check_available(suite, need_data)
     from saferl.envs import get_task
+    from saferl.runs.resolve import resolve_cost_limit
 
     specs: list[RunSpec] = []
     for entry in suite.tasks:
@@ -304,11 +305,8 @@ def expand(
             # Compose once per (task, agent); seed and cost_limit are plain top-level keys set per run.
             composed = _compose(base)
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")
-            # an explicit cost_limit=0 is a limit, not "unset" (train.py reads it the same way)
-            limit = composed.get("cost_limit")
-            run_kappas = (
-                kappas if agent.per_threshold else (float(task.default_cost_limit if limit is None else limit),)
-            )
+            # threshold-free agents train at the run's own cost limit, resolved as every run resolves it
+            run_kappas = kappas if agent.per_threshold else (resolve_cost_limit(composed.get("cost_limit"), task),)
             for kappa in run_kappas:
                 for seed in suite.seeds:
                     config = {**composed, "seed": seed, "cost_limit": float(kappa)}

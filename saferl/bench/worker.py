@@ -2,7 +2,7 @@
 
 The same function runs in a local process pool and in a Ray task. It writes only inside the run's own
 directory: ``bench.json`` (state: running / finished / failed, with host, pid, times and the error) and
-``bench.log`` (everything the run prints), next to what `saferl.train` writes there.
+``bench.log`` (everything the run prints), next to what `saferl.runs` writes there.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _dataset_lock() -> Iterator[None]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    from saferl.train import write_json_atomic
+    from saferl.runs import write_json_atomic
 
     write_json_atomic(run_dir / STATE_FILE, state)
 
@@ -82,7 +82,7 @@ def execute_run(job: dict[str, Any]) -> dict[str, Any]:
                 print(f"=== attempt {state['attempt']} on {state['host']} pid {state['pid']}: {job.get('command')}")
                 limit_threads(int(job.get("threads") or 1))
                 from saferl.data import ensure
-                from saferl.train import run_experiment
+                from saferl.runs import run_experiment
 
                 dataset = job["config"].get("dataset")
                 if dataset is None:

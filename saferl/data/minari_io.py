@@ -17,10 +17,12 @@ from minari.data_collector import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
 from minari.storage.datasets_root_dir import get_dataset_path
 
+from saferl.errors import SaferlError
+
 CHECKSUM_KEY = "saferl"  # our block inside Minari's metadata.json
 
 
-class DatasetError(RuntimeError):
+class DatasetError(SaferlError):
     """A dataset that cannot be used: missing, corrupt, or not matching the env."""
 
 

@@ -14,9 +14,10 @@ from functools import partial
 from typing import Any
 
 from saferl.envs import comb_lock, hazard_nav, run_circle, velocity
+from saferl.errors import SaferlError
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(SaferlError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

@@ -5,7 +5,13 @@ env = SafetyFilter(gym.make("saferl/PointRobot-v0"), ControlAffineCBF.for_task("
 """
 
 from saferl.safety.barriers import Barrier, ControlAffineCBF, CostCriticBarrier
-from saferl.safety.filter import ON_INFEASIBLE, InfeasibleConstraintError, SafetyFilter, VectorSafetyFilter
+from saferl.safety.filter import (
+    ON_INFEASIBLE,
+    CorrectsActions,
+    InfeasibleConstraintError,
+    SafetyFilter,
+    VectorSafetyFilter,
+)
 from saferl.safety.qp import (
     SOLVERS,
     AutoSolver,
@@ -25,6 +31,7 @@ __all__ = [
     "AutoSolver",
     "Barrier",
     "ControlAffineCBF",
+    "CorrectsActions",
     "CostCriticBarrier",
     "CvxpyRebuildSolver",
     "CvxpySolver",

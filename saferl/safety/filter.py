@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -206,8 +206,22 @@ class _FilterCore:
         return u, records
 
 
+@runtime_checkable
+class CorrectsActions(Protocol):
+    """An env (wrapper) that may execute another action than the one it was given, as a safety filter does.
+
+    ``last_action`` is the action the wrapped env executed at the last ``step`` (None before the first); the
+    online loop (`saferl.online.OnlineLoop`) stores it instead of the proposed one, so replay data holds what
+    the env really did.
+    """
+
+    last_action: np.ndarray | None
+
+
 class SafetyFilter(gym.Wrapper):
     """QP safety filter around a gymnasium env (or, through `VectorSafetyFilter`, a vector env).
+
+    It `CorrectsActions`: after each ``step``, ``last_action`` is the filtered action the env executed.
 
     Args:
         env: the env whose actions are filtered; its action space must be a bounded Box.
@@ -220,6 +234,8 @@ class SafetyFilter(gym.Wrapper):
         action_low, action_high: override the box (defaults: the env's action space bounds).
         solver_options: keyword arguments for the solver (e.g. OSQP tolerances, a cvxpy solver name).
     """
+
+    last_action: np.ndarray | None  # the filtered action of the last step (see `CorrectsActions`)
 
     def __new__(cls, env: Any = None, *args: Any, **kwargs: Any):
         if isinstance(env, gym.vector.VectorEnv):

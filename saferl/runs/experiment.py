@@ -1,0 +1,137 @@
+"""`run_experiment`: one (algorithm, task, seed) from a composed config to ``eval.json``.
+
+The order is the contract: every check on the user's input runs before a run directory exists; then the
+config is written, the phases train (`saferl.runs.phases` under the `Trainer`), and the final evaluation
+writes ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from saferl import evaluation
+from saferl.algos import AlgoConfig, Algorithm, get_algorithm
+from saferl.data import OfflineDataset
+from saferl.envs import get_task
+from saferl.runs.errors import SaferlError
+from saferl.runs.load import load_init
+from saferl.runs.phases import OfflinePhase, OnlinePhase
+from saferl.runs.resolve import ResolvedRun, online_filter, resolve_run
+from saferl.runs.rundir import EVAL_FILE, is_finished, resolve_run_dir, write_config, write_json_atomic
+from saferl.runs.settings import (
+    RunSettings,
+    check_settings,
+    describe_length,
+    make_algo_config,
+    offline_steps,
+    settings_from,
+)
+from saferl.runs.trainer import Trainer, seed_everything
+
+log = logging.getLogger("saferl")
+
+
+def run_experiment(cfg: Any) -> dict[str, Any]:
+    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload.
+
+    With ``online_steps > 0`` the offline phase is followed by online fine-tuning (`saferl.online`): the
+    offline policy is saved to ``checkpoints/offline.pt`` and evaluated (``eval.json["offline"]``), then
+    ``online_steps`` env steps of interaction and updates, evaluated every ``online_eval_every`` env steps.
+    """
+    s, algo_opts = settings_from(cfg)
+    task = get_task(s.env)
+    algo_cls = get_algorithm(s.algo)
+    algo_cfg = make_algo_config(algo_cls, algo_opts)
+    steps = offline_steps(s, algo_cfg.steps)
+    check_settings(s, algo_cls)
+    init_state = load_init(s.init_from) if s.init_from else None
+    if init_state is not None:  # the offline phase happened in another run
+        steps = int(init_state["step"])
+    algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
+    online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None
+
+    if s.resume and s.run_dir and is_finished(Path(s.run_dir)):
+        result = json.loads((Path(s.run_dir) / EVAL_FILE).read_text())
+        log.info("%s is already finished; nothing to do", s.run_dir)
+        evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed})")
+        return result
+
+    # Check everything the user gave us before a run directory exists.
+    run, data = resolve_run(s, task, steps)
+    algo, train_data = _build(algo_cls, algo_cfg, run, data, s, init_state)
+
+    run_dir = resolve_run_dir(s)
+    write_config(run_dir, s, algo_cfg, steps, run.cost_limit, run.dataset)
+    log.info("run directory: %s", run_dir)
+    trainer = Trainer(s, run, algo, run_dir, from_init=init_state is not None)
+    online: OnlinePhase | None = None
+    try:
+        final = trainer.run_phase(OfflinePhase(trainer, train_data))
+        if s.online_steps > 0:
+            online = OnlinePhase(trainer, train_data, trainer.online_state, online_wrap)
+            final = trainer.run_phase(online)
+    finally:
+        trainer.close()
+
+    algo.eval()
+    if final is None:
+        final = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed, wrap_env=trainer.wrap_eval)
+    result = {
+        "algo": s.algo,
+        "env": s.env,
+        "dataset": run.dataset_id,
+        "seed": s.seed,
+        "steps": steps,
+        "cost_limit": run.cost_limit,
+        **_metrics(final, run),
+        "wall_time_s": trainer.elapsed,
+        "updates_per_s": steps / trainer.update_time if trainer.update_time > 0 else float("nan"),
+    }
+    if online is not None:
+        result.update(online.info())
+    if trainer.wrap_eval is not None:  # the same policy without the wrapper, for comparison
+        plain = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed)
+        result["unfiltered"] = _metrics(plain, run)
+        evaluation.print_eval_table(result["unfiltered"], f"{s.algo} on {s.env} without its evaluation wrapper")
+    write_json_atomic(run_dir / EVAL_FILE, result)
+    if online is not None:
+        evaluation.print_eval_table(result["offline"], f"{s.algo} on {s.env}: the offline policy")
+    evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {describe_length(s, steps)})")
+    log.info("results written to %s", run_dir / EVAL_FILE)
+    return result
+
+
+def _build(
+    algo_cls: type[Algorithm],
+    algo_cfg: AlgoConfig,
+    run: ResolvedRun,
+    data: OfflineDataset,
+    s: RunSettings,
+    init_state: dict[str, Any] | None,
+) -> tuple[Algorithm, OfflineDataset]:
+    """The seeded algorithm, checked for this task, with its prepared training data (and init_from's weights)."""
+    seed_everything(s.seed)
+    try:
+        algo = algo_cls(algo_cfg, run.ctx)
+        if s.online_steps > 0:
+            algo.check_online()
+    except ValueError as err:  # an algorithm that cannot run on this task says why
+        raise SaferlError(str(err)) from None
+    train_data = algo.prepare(data)
+    if init_state is not None:
+        try:
+            algo.load_state_dict(init_state["algo"])
+        except (RuntimeError, KeyError) as err:
+            raise SaferlError(
+                f"init_from={s.init_from}: the checkpoint does not fit {s.algo} with these options ({err}); "
+                "use the algorithm and network sizes of the run that wrote it"
+            ) from None
+    return algo, train_data
+
+
+def _metrics(stats: evaluation.RolloutStats, run: ResolvedRun) -> dict[str, Any]:
+    return {**evaluation.dsrl_metrics(stats, run.task, run.thresholds), **evaluation.safety_metrics(stats)}
