@@ -212,12 +212,9 @@ class OnlineLoop:
         wrap_env: Callable[[gym.Env], gym.Env] | None = None,
     ):
         if algo.online_mode is None:
-            from saferl.algos import REGISTRY
+            from saferl.algos.registry import no_online_phase_message
 
-            online = sorted(n for n, c in REGISTRY.items() if c.online_mode is not None)
-            raise ValueError(
-                f"algorithm {algo.name!r} has no online phase; offline→online algorithms are {', '.join(online)}"
-            )
+            raise ValueError(no_online_phase_message(algo.name))
         if num_envs < 1:
             raise ValueError(f"online_envs must be >= 1, got {num_envs}")
         self.algo, self.offline, self.seed = algo, offline, int(seed)

@@ -94,13 +94,14 @@ def test_gae_with_lambda_one_is_return_minus_value_and_episodes_stay_apart():
     torch.testing.assert_close(td, torch.tensor([0.3, 0.4, 0.1, -0.3, 0.1]))
 
 
-def test_long_horizon_tasks_are_refused_at_the_online_switch():
+def test_long_horizon_tasks_are_refused_before_training():
+    """The loop calls check_online once, before the offline phase (saferl/runs/experiment.py)."""
     cls = get_algorithm("hnpg")
     ctx = _lock_ctx(3)
     ctx.max_episode_steps = 200
     algo = cls(cls.make_config({"hybrid": False}), ctx)
     with pytest.raises(ValueError, match="short-horizon tasks such as combination-lock"):
-        algo.start_online(None)
+        algo.check_online()
 
 
 def test_policy_reads_the_step_from_lock_observations():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, orthogonal_init_, soft_update
@@ -59,7 +59,7 @@ def cql_gap(q_data: torch.Tensor, q_ood: torch.Tensor, temp: float) -> torch.Ten
 @register("cql")
 class CQL(Algorithm):
     Config = CQLConfig
-    online_mode = "off_policy"
+    online_mode = OnlineMode.OFF_POLICY
 
     def __init__(self, config: CQLConfig, ctx: AlgoContext):
         super().__init__(config, ctx)

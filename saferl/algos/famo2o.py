@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, adam, optimize
 from saferl.algos.iql import awr_weights
 from saferl.algos.iql import critic_step as iql_critic_step
 from saferl.algos.registry import register
@@ -118,7 +118,7 @@ def temperature_loss(log_alpha: torch.Tensor, entropy: torch.Tensor, target_entr
 @register("famo2o")
 class FamO2O(Algorithm):
     Config = FamO2OConfig
-    online_mode = "off_policy"
+    online_mode = OnlineMode.OFF_POLICY
 
     def __init__(self, config: FamO2OConfig, ctx: AlgoContext):
         super().__init__(config, ctx)

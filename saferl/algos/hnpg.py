@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.data.steps import StepGroups, StepIndex, concat_groups, episode_timesteps, group_by_step, offline_groups
@@ -159,7 +159,7 @@ class _StepCountingPolicy:
 @register("hnpg")
 class HNPG(Algorithm):
     Config = HNPGConfig
-    online_mode = "on_policy"
+    online_mode = OnlineMode.ON_POLICY
 
     def __init__(self, config: HNPGConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
@@ -282,7 +282,6 @@ class HNPG(Algorithm):
             )
 
     def start_online(self, offline: OfflineDataset | None) -> None:
-        self.check_online()
         if self.config.hybrid and self.config.online_offline_ratio > 0.0:
             if offline is None:
                 raise ValueError("hybrid HNPG needs the offline dataset; set hybrid=false for plain NPG")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, adam, optimize
+from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
 from saferl.nn import GaussianActor, QEnsemble, ValueNet, expectile_loss, soft_update
@@ -83,7 +83,7 @@ def critic_step(algo: Algorithm, batch: Batch, reward: torch.Tensor) -> tuple[to
 @register("iql")
 class IQL(Algorithm):
     Config = IQLConfig
-    online_mode = "off_policy"
+    online_mode = OnlineMode.OFF_POLICY
 
     def __init__(self, config: IQLConfig, ctx: AlgoContext):
         super().__init__(config, ctx)

@@ -37,3 +37,9 @@ def get_algorithm(name: str) -> type[Algorithm]:
         raise UnknownAlgorithmError(
             f"unknown algorithm {name!r}; valid algorithms: {', '.join(sorted(REGISTRY))}"
         ) from None
+
+
+def no_online_phase_message(name: str) -> str:
+    """Why ``online_steps > 0`` is refused for an offline-only algorithm, and which algorithms have a phase."""
+    online = sorted(n for n, c in REGISTRY.items() if c.online_mode is not None)
+    return f"algorithm {name!r} has no online phase; offline→online algorithms are {', '.join(online)}"

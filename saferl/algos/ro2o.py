@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from saferl.algos.base import AlgoContext, O2OConfig, optimize
+from saferl.algos.base import AlgoContext, O2OConfig, OnlineMode, optimize
 from saferl.algos.registry import register
 from saferl.algos.sac_n import SACN, SACNConfig, ensemble_td_loss
 from saferl.data import Batch, OfflineDataset
@@ -129,7 +129,7 @@ class RO2O(SACN):
     """SAC-N's networks and steps (`saferl.algos.sac_n`) with RO2O's normaliser, init and regularisers."""
 
     Config = RO2OConfig
-    online_mode = "off_policy"
+    online_mode = OnlineMode.OFF_POLICY
     log_std_min = -5.0  # EDAC's range [−5, 2], kept by the authors, instead of SAC's [−20, 2]
 
     def __init__(self, config: RO2OConfig, ctx: AlgoContext):

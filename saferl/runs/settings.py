@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from saferl.algos import REGISTRY, AlgoConfig, Algorithm
+from saferl.algos import AlgoConfig, Algorithm
+from saferl.algos.registry import no_online_phase_message
 from saferl.runs.errors import SaferlError
 
 AMP_MODES = ("none", "bf16")
@@ -86,11 +87,7 @@ def check_settings(s: RunSettings, algo_cls: type[Algorithm]) -> None:
     if s.online_steps < 0:
         raise SaferlError(f"online_steps must be >= 0, got {s.online_steps}")
     if s.online_steps > 0 and algo_cls.online_mode is None:
-        online = sorted(n for n, c in REGISTRY.items() if c.online_mode is not None)
-        raise SaferlError(
-            f"algorithm {s.algo!r} has no online phase (online_steps={s.online_steps}); offline→online "
-            f"algorithms are {', '.join(online)}"
-        )
+        raise SaferlError(f"{no_online_phase_message(s.algo)} (online_steps={s.online_steps})")
     if s.online_steps == 0 and (s.init_from or s.safety_filter != "none"):
         raise SaferlError("init_from= and safety_filter= apply to the online phase: also pass online_steps=<env steps>")
     if s.online_envs < 1:
