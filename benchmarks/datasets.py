@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from saferl.data import load, minari_io, recipe_for, sb3_recipe
+from saferl.data import load, minari_io, recipe_for, sb3_episodes, sb3_recipe
 from saferl.data.sb3_recipe import safe_fractions
 from saferl.envs import get_task
 
@@ -90,8 +90,8 @@ def _checkpoint_table(recipe, meta: dict) -> list[str]:
     for i in range(len(meta["lambdas"])):
         cells = []
         for k in range(segments):
-            episodes = sb3_recipe._episodes_from_npz(work / f"mixed-lambda{i}-ckpt{k}-noise0.npz")
-            r, c = sb3_recipe._returns(episodes)
+            episodes = sb3_episodes.episodes_from_npz(work / f"mixed-lambda{i}-ckpt{k}-noise0.npz")
+            r, c = sb3_episodes.episode_returns(episodes)
             cells.append(f"{r.mean():.0f} / {c.mean():.0f}")
         lines.append(f"| {recipe.run_label(i)} | " + " | ".join(cells) + " |")
     return lines

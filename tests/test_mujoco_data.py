@@ -9,7 +9,7 @@ import minari
 import numpy as np
 import pytest
 
-from saferl.data import DatasetNotFoundError, ensure, load, minari_io, sb3_recipe
+from saferl.data import DatasetNotFoundError, ensure, load, minari_io, sb3_jobs, sb3_recipe
 from saferl.data.recipes import SB3_RECIPES, recipe_for
 from saferl.envs import get_task
 from tests.conftest import run_cli
@@ -111,7 +111,7 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
     # medium-replay is the λ=0 SAC replay buffer up to the medium checkpoint: every env step of those segments
     replay = load(recipe.d4rl_id("medium-replay"))
     k = replay.metadata["medium_checkpoint"]
-    assert replay.num_transitions == sum(sb3_recipe._segment_steps(budget)[: k + 1])
+    assert replay.num_transitions == sum(sb3_recipe.segment_steps(budget)[: k + 1])
     within = np.ones(replay.num_transitions - 1, dtype=bool)
     within[replay.episode_starts[1:-1].numpy() - 1] = False  # last transition of each episode but the final one
     np.testing.assert_array_equal(
@@ -126,7 +126,7 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
 def test_a_speed_target_run_earns_the_env_reward_up_to_its_target_and_less_above_it():
     """The Hopper v2 runs' reward: the forward term v becomes T − |v − T|, survival and control unchanged."""
     target = 0.3
-    env = sb3_recipe.LagrangianReward(gym.make("saferl/HopperVelocity-v1"), 0.0, target)
+    env = sb3_jobs.LagrangianReward(gym.make("saferl/HopperVelocity-v1"), 0.0, target)
     env.reset(seed=0)
     below = above = 0
     for t in range(300):

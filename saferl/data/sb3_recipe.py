@@ -25,19 +25,25 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from minari.data_collector import EpisodeBuffer
 
 from saferl.console import ProgressBar
 from saferl.data import minari_io, reader
+from saferl.data.sb3_episodes import episode_returns, episodes_from_npz, minari_buffers, replay_episodes
+from saferl.data.sb3_jobs import (
+    RolloutJob,
+    SegmentJob,
+    _derived_seed,
+    _Runner,
+    rollout_unit,
+    segment_steps,
+    train_segment,
+)
 from saferl.envs import get_task
 
 D4RL_KINDS = ("random", "medium", "medium-replay", "expert")
@@ -112,219 +118,6 @@ class SB3Recipe:
         return replace(BUDGETS[name], **self.budget_overrides.get(name, {}))
 
 
-# -- the environment SAC trains on -------------------------------------------------------------------------
-class LagrangianReward(gym.Wrapper):
-    """Reward r − λ·c for the learner, or with a speed target T the env's reward with its forward term v
-    replaced by T − |v − T|; logs the env's own reward and cost of every step for the dataset."""
-
-    def __init__(self, env: gym.Env, lam: float, speed_target: float | None = None):
-        super().__init__(env)
-        self.lam = lam
-        self.speed_target = speed_target
-        self.env_rewards: list[float] = []
-        self.costs: list[float] = []
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        cost = float(info["cost"])
-        self.env_rewards.append(float(reward))
-        self.costs.append(cost)
-        shaped = float(reward) - self.lam * cost
-        if self.speed_target is not None:
-            if "reward_forward" not in info:
-                raise ValueError("a speed target needs an env whose info has 'reward_forward' (a v5 MuJoCo body)")
-            target = self.speed_target
-            shaped += target - abs(float(info["velocity"]) - target) - float(info["reward_forward"])
-        return obs, shaped, terminated, truncated, info
-
-
-def make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
-    import saferl.envs  # noqa: F401  (registers the tasks in a fresh worker)
-
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    return gym.make(env_id, disable_env_checker=True, **kwargs)
-
-
-def _derived_seed(*keys: int) -> int:
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] % (2**31 - 1))
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
-def _silent_logger():
-    from stable_baselines3.common.logger import Logger
-
-    return Logger(folder=None, output_formats=[])  # no /tmp/SB3-* folders, no stdout
-
-
-# -- jobs (top-level functions: they run in worker processes) ---------------------------------------------
-@dataclass(frozen=True)
-class SegmentJob:
-    run_dir: str
-    env_id: str
-    run: int  # index into the recipe's runs
-    lam: float
-    speed_target: float | None
-    segment: int
-    steps: int  # env steps in this segment
-    total_steps: int
-    budget: Budget
-    seed: int  # the run's seed
-    segment_seed: int
-
-
-def train_segment(job: SegmentJob) -> str:
-    """Train one segment of one SAC run, starting from the previous segment's checkpoint on disk."""
-    from stable_baselines3 import SAC
-
-    run_dir = Path(job.run_dir)
-    env = LagrangianReward(make_env(job.env_id, job.budget.max_episode_steps), job.lam, job.speed_target)
-    if job.segment == 0:
-        model = SAC(
-            "MlpPolicy",
-            env,
-            buffer_size=job.total_steps,
-            learning_starts=job.budget.learning_starts,
-            policy_kwargs={"net_arch": list(job.budget.net)},
-            seed=job.seed,
-            device="cpu",
-        )
-    else:
-        model = SAC.load(run_dir / f"ckpt{job.segment - 1}.zip", env=env, device="cpu")
-        model.load_replay_buffer(run_dir / f"replay{job.segment - 1}.pkl")
-    model.set_logger(_silent_logger())
-    # Every segment starts from the same state whether it follows the previous one in memory or on disk.
-    model.set_random_seed(job.segment_seed)
-    model._last_obs = None  # makes learn() reset the env (seeded just above)
-    model.learn(job.steps, reset_num_timesteps=False)
-
-    _atomic_savez(
-        run_dir / f"log{job.segment}.npz",
-        rewards=np.asarray(env.env_rewards, dtype=np.float64),
-        costs=np.asarray(env.costs, dtype=np.float64),
-    )
-    tmp = run_dir / f"tmp-replay{job.segment}.pkl"
-    model.save_replay_buffer(tmp)
-    tmp.replace(run_dir / f"replay{job.segment}.pkl")
-    tmp = run_dir / f"tmp-ckpt{job.segment}.zip"
-    model.save(tmp)
-    tmp.replace(run_dir / f"ckpt{job.segment}.zip")  # the checkpoint commits the segment
-    (run_dir / f"replay{job.segment - 1}.pkl").unlink(missing_ok=True)
-    env.close()
-    return str(run_dir / f"ckpt{job.segment}.zip")
-
-
-@dataclass(frozen=True)
-class RolloutJob:
-    out: str
-    env_id: str
-    max_episode_steps: int | None
-    policy: str | None  # SB3 checkpoint; None: uniform random actions
-    noise: float
-    deterministic: bool
-    episodes: int
-    seed: int
-
-
-def rollout_unit(job: RolloutJob) -> str:
-    """Roll a checkpoint (or uniform random actions) out for some episodes; one .npz per unit."""
-    import torch
-
-    env = make_env(job.env_id, job.max_episode_steps)
-    model = None
-    if job.policy is not None:
-        from stable_baselines3 import SAC
-
-        model = SAC.load(job.policy, device="cpu")
-    rng = np.random.default_rng(job.seed)
-    torch.manual_seed(job.seed)  # stochastic SAC sampling
-    low, high = env.action_space.low, env.action_space.high
-    scale = job.noise * (high - low) / 2.0
-    obs_all, act_all, rew_all, term_all, trunc_all, cost_all, lengths = [], [], [], [], [], [], []
-    for _ in range(job.episodes):
-        obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
-        obs_all.append(obs)
-        cost_all.append(float(info["cost"]))
-        steps = 0
-        while True:
-            if model is None:
-                action = rng.uniform(low, high)
-            else:
-                action = model.predict(obs, deterministic=job.deterministic)[0]
-            if job.noise > 0.0:
-                action = np.clip(action + rng.normal(0.0, 1.0, size=action.shape) * scale, low, high)
-            obs, reward, terminated, truncated, info = env.step(action.astype(env.action_space.dtype))
-            obs_all.append(obs)
-            act_all.append(action)
-            rew_all.append(float(reward))
-            term_all.append(bool(terminated))
-            trunc_all.append(bool(truncated))
-            cost_all.append(float(info["cost"]))
-            steps += 1
-            if terminated or truncated:
-                break
-        lengths.append(steps)
-    env.close()
-    _atomic_savez(
-        Path(job.out),
-        observations=np.asarray(obs_all, dtype=np.float32),
-        actions=np.asarray(act_all, dtype=np.float32),
-        rewards=np.asarray(rew_all, dtype=np.float64),
-        terminations=np.asarray(term_all),
-        truncations=np.asarray(trunc_all),
-        costs=np.asarray(cost_all, dtype=np.float64),
-        lengths=np.asarray(lengths, dtype=np.int64),
-    )
-    return job.out
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-class _Runner:
-    """Runs jobs inline (one worker) or in a spawn process pool; the callback may submit follow-ups."""
-
-    def __init__(self, workers: int):
-        self.workers = max(1, int(workers))
-        self.pool: ProcessPoolExecutor | None = None
-        if self.workers > 1:
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            self.pool = ProcessPoolExecutor(
-                self.workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
-            )
-
-    def run(self, fn: Callable, jobs: Iterable, on_done: Callable[[Any], Iterable]) -> None:
-        """Run ``fn`` on every job; ``on_done(job)`` returns jobs that become ready afterwards."""
-        queue = list(jobs)
-        if self.pool is None:
-            while queue:
-                job = queue.pop(0)
-                fn(job)
-                queue.extend(on_done(job))
-            return
-        running: dict[Future, Any] = {}
-        while queue or running:
-            while queue and len(running) < self.workers:
-                job = queue.pop(0)
-                running[self.pool.submit(fn, job)] = job
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = running.pop(fut)
-                fut.result()  # re-raises a worker's error here
-                queue.extend(on_done(job))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
 # -- the build ---------------------------------------------------------------------------------------------
 def work_dir(recipe: SB3Recipe, budget: Budget, seed: int) -> Path:
     """Where a build keeps its SAC checkpoints and rollouts; any change of the SAC runs or the budget gets a
@@ -343,14 +136,9 @@ def rollout_dir(recipe: SB3Recipe, work: Path) -> Path:
     return work / f"rollouts-v{recipe.version}"
 
 
-def _segment_steps(budget: Budget) -> list[int]:
-    base = budget.train_steps // budget.segments
-    return [base] * (budget.segments - 1) + [budget.train_steps - base * (budget.segments - 1)]
-
-
 def _train_all(recipe: SB3Recipe, budget: Budget, seed: int, work: Path, runner: _Runner, progress: bool) -> None:
     env_id = get_task(recipe.task).env_id
-    seg_steps = _segment_steps(budget)
+    seg_steps = segment_steps(budget)
 
     def job(i: int, k: int) -> SegmentJob:
         return SegmentJob(
@@ -435,95 +223,6 @@ def _roll_out(units: list[RolloutJob], runner: _Runner, progress: bool, label: s
         bar.close()
 
 
-def _episodes_from_npz(path: Path) -> list[dict[str, np.ndarray]]:
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    episodes, o, t = [], 0, 0
-    for length in arrays["lengths"]:
-        length = int(length)
-        episodes.append(
-            {
-                "observations": arrays["observations"][o : o + length + 1],
-                "actions": arrays["actions"][t : t + length],
-                "rewards": arrays["rewards"][t : t + length],
-                "terminations": arrays["terminations"][t : t + length],
-                "truncations": arrays["truncations"][t : t + length],
-                "costs": arrays["costs"][o : o + length + 1],
-            }
-        )
-        o += length + 1
-        t += length
-    return episodes
-
-
-def _replay_episodes(run_dir: Path, upto_segment: int, budget: Budget) -> list[dict[str, np.ndarray]]:
-    """The SAC replay buffer of segments 0..upto_segment, cut into episodes (env rewards, real costs)."""
-    import pickle
-
-    with open(run_dir / f"replay{budget.segments - 1}.pkl", "rb") as fh:
-        buf = pickle.load(fh)
-    seg_steps = _segment_steps(budget)
-    end = sum(seg_steps[: upto_segment + 1])
-    logs = [np.load(run_dir / f"log{k}.npz") for k in range(upto_segment + 1)]
-    rewards = np.concatenate([z["rewards"] for z in logs])
-    costs = np.concatenate([z["costs"] for z in logs])
-    seg_ends = {int(x) for x in np.cumsum(seg_steps[: upto_segment + 1]) - 1}
-    obs, next_obs = buf.observations[:end, 0], buf.next_observations[:end, 0]
-    actions = _unscale(buf.actions[:end, 0], run_dir, budget)
-    dones, timeouts = buf.dones[:end, 0].astype(bool), buf.timeouts[:end, 0].astype(bool)
-    episodes, start = [], 0
-    for t in range(end):
-        cut = t in seg_ends  # every segment resets the env: its last transition ends an episode
-        if not (dones[t] or cut):
-            continue
-        truncated = bool(timeouts[t]) or (cut and not dones[t])
-        sl = slice(start, t + 1)
-        terms = np.zeros(t + 1 - start, dtype=bool)
-        truncs = np.zeros(t + 1 - start, dtype=bool)
-        terms[-1], truncs[-1] = not truncated, truncated
-        episodes.append(
-            {
-                "observations": np.concatenate([obs[sl], next_obs[t : t + 1]]).astype(np.float32),
-                "actions": actions[sl].astype(np.float32),
-                "rewards": rewards[sl],
-                "terminations": terms,
-                "truncations": truncs,
-                "costs": np.concatenate([[0.0], costs[sl]]),
-            }
-        )
-        start = t + 1
-    return episodes
-
-
-def _unscale(buffer_actions: np.ndarray, run_dir: Path, budget: Budget) -> np.ndarray:
-    """SAC stores actions rescaled to [−1, 1]; map them back to the env's box."""
-    from stable_baselines3 import SAC
-
-    model = SAC.load(run_dir / f"ckpt{budget.segments - 1}.zip", device="cpu")
-    return model.policy.unscale_action(buffer_actions)
-
-
-def _buffers(episodes: list[dict[str, np.ndarray]]) -> list[EpisodeBuffer]:
-    return [
-        EpisodeBuffer(
-            id=i,
-            observations=ep["observations"],
-            actions=ep["actions"],
-            rewards=list(ep["rewards"]),
-            terminations=list(ep["terminations"]),
-            truncations=list(ep["truncations"]),
-            infos={"cost": np.asarray(ep["costs"], dtype=np.float64)},
-        )
-        for i, ep in enumerate(episodes)
-    ]
-
-
-def _returns(episodes: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    rewards = np.array([float(np.sum(ep["rewards"])) for ep in episodes])
-    costs = np.array([float(np.sum(ep["costs"][1:])) for ep in episodes])
-    return rewards, costs
-
-
 def _sb3_version() -> str:
     import stable_baselines3
 
@@ -590,8 +289,8 @@ def build_sb3(
     }
     env_id = get_task(recipe.task).env_id
     paths: dict[str, Path] = {}
-    mixed = [ep for u in units for ep in _episodes_from_npz(Path(u.out))]
-    rew, cost = _returns(mixed)
+    mixed = [ep for u in units for ep in episodes_from_npz(Path(u.out))]
+    rew, cost = episode_returns(mixed)
     meta = common | {
         "recipe": f"{recipe.task}/mixed",
         "episodes": len(mixed),
@@ -602,10 +301,10 @@ def build_sb3(
     paths[recipe.dataset_id] = _write(recipe.dataset_id, mixed, env_id, meta, recipe.description)
 
     if recipe.d4rl:
-        kinds = {k: _episodes_from_npz(Path(u.out)) for k, u in d4rl_units.items()}
-        kinds["medium-replay"] = _replay_episodes(work / "lambda0", medium_segment, b)
-        ref_min = float(_returns(kinds["random"])[0].mean())
-        ref_max = float(_returns(kinds["expert"])[0].mean())
+        kinds = {k: episodes_from_npz(Path(u.out)) for k, u in d4rl_units.items()}
+        kinds["medium-replay"] = replay_episodes(work / "lambda0", medium_segment, b)
+        ref_min = float(episode_returns(kinds["random"])[0].mean())
+        ref_max = float(episode_returns(kinds["expert"])[0].mean())
         for kind in D4RL_KINDS:
             desc = _D4RL_DESCRIPTIONS[kind].format(task=recipe.task, segment=medium_segment + 1, of=b.segments)
             meta = common | {"recipe": f"{recipe.task}/{kind}", "episodes": len(kinds[kind])}
@@ -641,11 +340,11 @@ def _d4rl_units(
     returns = []
     for k in range(b.segments):
         unit = next(u for u in mixed_units if u.out.endswith(f"mixed-lambda0-ckpt{k}-noise0.npz"))
-        returns.append(float(_returns(_episodes_from_npz(Path(unit.out)))[0].mean()))
+        returns.append(float(episode_returns(episodes_from_npz(Path(unit.out)))[0].mean()))
     random_unit = _random_unit(recipe, b, seed, work, "d4rl-random", b.d4rl_episodes)
     if not Path(random_unit.out).is_file():
         rollout_unit(random_unit)
-    random_return = float(_returns(_episodes_from_npz(Path(random_unit.out)))[0].mean())
+    random_return = float(episode_returns(episodes_from_npz(Path(random_unit.out)))[0].mean())
     target = random_return + (returns[last] - random_return) / 3.0
     medium = int(np.argmin([abs(r - target) for r in returns[:last]])) if last > 0 else 0
 
@@ -686,7 +385,7 @@ def _write(
     description: str,
     **minari_kwargs: Any,
 ) -> Path:
-    buffers = _buffers(episodes)
+    buffers = minari_buffers(episodes)
     path = minari_io.write_dataset(dataset_id, buffers, env_id, meta, description, overwrite=True, **minari_kwargs)
     reader.write_cache_from_buffers(path, buffers)
     return path
