@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from saferl.bench.plots import save_figure
 from saferl.evaluation import normalized_cost
 
 REWARD_TOL = 0.05  # normalized reward: about the seed-to-seed noise of 20-episode evaluations on these tasks
@@ -140,12 +141,7 @@ def plot_curves(curves: list[AgentCurve], task: str, path: Path, colors: dict[st
     ax_c.legend(fontsize=7, ncol=2)
     fig.text(0.5, 0.005, "dashed: not plateaued over the last quarter of training", ha="center", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def convergence_table(curves: list[AgentCurve]) -> tuple[list[str], list[list[str]]]:
