@@ -13,6 +13,7 @@ from torch import nn
 
 from saferl.data import Batch, OfflineDataset
 from saferl.envs import TaskSpec
+from saferl.nn import members
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -113,6 +114,9 @@ class Algorithm(nn.Module):
     online_mode: ClassVar[OnlineMode | None] = None  # None: offline only
     # True when `wrap_eval_env` changes the env: the final evaluation then also reports the bare policy
     wraps_eval_env: ClassVar[bool] = False
+    # False when ``update`` cannot run under ``torch.func.vmap`` (K seeds as one batched model, ``seeds=[…]``):
+    # such an algorithm is refused there with a request to run one process per seed
+    batched_seeds: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -250,7 +254,12 @@ def adam(params, lr: float, weight_decay: float = 0.0, decoupled: bool = False) 
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
-    """zero_grad → backward → (clip) → step for one loss and its optimizer."""
+    """zero_grad → backward → (clip) → step for one loss and its optimizer (under a `MemberStack`: every
+    member's step, with its own clipping)."""
+    stack = members.active()
+    if stack is not None and stack.owns(optimizer):
+        stack.step(optimizer, loss, max_grad_norm)
+        return
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm is not None:

@@ -38,7 +38,9 @@ from torch.distributions import Normal
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
+from saferl.nn import draws
 from saferl.nn.actors import tanh_log_det
+from saferl.nn.functional import masked_mean
 
 
 @dataclass
@@ -79,25 +81,47 @@ class SequenceBatch(NamedTuple):
     mask: torch.Tensor  # [B, K] 1 for real steps, 0 for padding
 
 
+def self_attention(
+    mha: nn.MultiheadAttention, x: torch.Tensor, attn_mask: torch.Tensor, key_padding_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``mha(x, x, x)`` (batch first; boolean masks, True = may not attend), without the weights.
+
+    PyTorch's attention kernels draw the dropout of the attention weights internally, from the global stream.
+    Inside a member stack (K seeds as one model, `saferl.nn.draws`) each member must draw its own, so there the
+    attention is written out as SDPA's math backend computes it (the one a CPU run uses with dropout), with the
+    dropout from `draws.dropout`: the same mask as the single run's. (On CUDA a single run uses a fused kernel
+    whose dropout draws other numbers: members there are independent and correct, not bit twins of it.)
+    """
+    if not (draws.routed() and mha.training and mha.dropout > 0.0):
+        return mha(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
+    b, n, dim = x.shape
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).unflatten(-1, (3, mha.num_heads, -1))
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, n, head_dim]
+    scale = math.sqrt(1.0 / math.sqrt(q.shape[-1]))  # 1/√d, split between queries and keys (as SDPA's math)
+    logits = (q * scale) @ (k.transpose(-2, -1) * scale)
+    if key_padding_mask is not None:
+        attn_mask = attn_mask | key_padding_mask[:, None, None, :]
+    weights = draws.dropout(logits.masked_fill(attn_mask, float("-inf")).softmax(-1), mha.dropout)
+    # laid out as MHA's output, sequence-major: the residual dropout draws its mask in that order
+    return mha.out_proj((weights @ v).permute(2, 0, 1, 3).reshape(n, b, dim)).transpose(0, 1)
+
+
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm causal self-attention block (OSRL/CORL DT)."""
 
     def __init__(self, seq_len: int, dim: int, heads: int, attention_dropout: float, residual_dropout: float):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.drop = nn.Dropout(residual_dropout)
+        self.drop = draws.Dropout(residual_dropout)
         self.attention = nn.MultiheadAttention(dim, heads, attention_dropout, batch_first=True)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(residual_dropout)
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), draws.Dropout(residual_dropout)
         )
         self.register_buffer("causal_mask", ~torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool)))
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         n = x.shape[1]
-        h = self.norm1(x)
-        attn = self.attention(
-            h, h, h, attn_mask=self.causal_mask[:n, :n], key_padding_mask=padding_mask, need_weights=False
-        )[0]
+        attn = self_attention(self.attention, self.norm1(x), self.causal_mask[:n, :n], padding_mask)
         x = x + self.drop(attn)
         return x + self.mlp(self.norm2(x))
 
@@ -112,7 +136,7 @@ class CDTModel(nn.Module):
         self.return_emb, self.cost_emb = nn.Linear(1, d), nn.Linear(1, d)
         self.emb_norm, self.emb_drop, self.out_norm = (
             nn.LayerNorm(d),
-            nn.Dropout(cfg.embedding_dropout),
+            draws.Dropout(cfg.embedding_dropout),
             nn.LayerNorm(d),
         )
         self.blocks = nn.ModuleList(
@@ -304,9 +328,9 @@ class CDT(Algorithm):
         eps = 1e-6
         pre_tanh = torch.atanh(batch.actions.clamp(-1 + eps, 1 - eps))
         log_lik = dist.log_prob(pre_tanh).sum(-1) - tanh_log_det(pre_tanh)
-        sample = dist.rsample()
+        sample = draws.rsample_normal(dist.loc, dist.scale)
         entropy = -(dist.log_prob(sample).sum(-1) - tanh_log_det(sample))  # one-sample estimate
-        log_lik, entropy = log_lik[valid].mean(), entropy[valid].mean()
+        log_lik, entropy = masked_mean(log_lik, valid), masked_mean(entropy, valid)  # over real steps
         temperature = self.log_temperature.exp()
         loss_act = -(log_lik + temperature.detach() * entropy)
         labels = (batch.costs > 0).long()

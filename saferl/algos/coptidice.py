@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import EnsembleMLP, TanhGaussianActor, per_step_cost_threshold
+from saferl.nn import EnsembleMLP, TanhGaussianActor, draws, per_step_cost_threshold
 
 
 @dataclass
@@ -158,8 +158,8 @@ class COptiDICE(Algorithm):
         # policy extraction: w*-weighted maximum likelihood, with small input noise (OSRL)
         with torch.no_grad():
             _, _, w_new = self._w(batch, F.softplus(self.lmbda_raw))
-            noisy_obs = batch.observations + torch.randn_like(batch.observations) * self.obs_std * cfg.noise_scale
-            noisy_act = batch.actions + torch.randn_like(batch.actions) * self.act_std * cfg.noise_scale
+            noisy_obs = batch.observations + draws.randn_like(batch.observations) * self.obs_std * cfg.noise_scale
+            noisy_act = batch.actions + draws.randn_like(batch.actions) * self.act_std * cfg.noise_scale
         loss_pi = -(w_new * self.actor.log_prob(noisy_obs, noisy_act)).mean()
         optimize(self.optimizers["actor"], loss_pi)
         return {

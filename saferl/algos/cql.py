@@ -22,7 +22,7 @@ import torch
 from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, orthogonal_init_, soft_update
+from saferl.nn import Normalizer, QEnsemble, TanhGaussianActor, draws, orthogonal_init_, soft_update
 
 
 @dataclass
@@ -149,7 +149,7 @@ class CQL(Algorithm):
         # CQL regulariser: push down a soft maximum over out-of-data actions, push up the data action
         n = cfg.cql_n_actions
         with torch.no_grad():
-            rand_act = self.actor.scale(torch.rand(obs.shape[0], n, act.shape[-1], device=obs.device) * 2 - 1)
+            rand_act = self.actor.scale(draws.rand(obs.shape[0], n, act.shape[-1], like=obs) * 2 - 1)
         cur_act, cur_logp = self._repeated_policy(obs, n)
         nxt_act, nxt_logp = self._repeated_policy(next_obs, n)
         q_rand, q_cur, q_nxt = (

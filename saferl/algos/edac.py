@@ -23,10 +23,15 @@ class EDACConfig(SACNConfig):
 def gradient_diversity(critic, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the summed pairwise cosine similarity of the members' ∇_a Q, / (N − 1)."""
     n = critic.ensemble_size
-    actions = act.unsqueeze(0).expand(n, *act.shape).detach().requires_grad_(True)
+    actions = act.unsqueeze(0).expand(n, *act.shape).detach()
     states = obs.unsqueeze(0).expand(n, *obs.shape)
-    q = critic.net(torch.cat([states, actions], dim=-1)).squeeze(-1)  # [N, B], member i sees actions[i]
-    grads = torch.autograd.grad(q.sum(), actions, create_graph=True)[0]  # [N, B, A]
+
+    def q_sum(a: torch.Tensor) -> torch.Tensor:  # Σ Q_i(s, a_i) over members and batch, member i sees a[i]
+        return critic.net(torch.cat([states, a], dim=-1)).sum()
+
+    # ∇_a as a function transform rather than autograd.grad on a leaf that requires grad: the same numbers,
+    # differentiable w.r.t. the critic (create_graph), and it also runs under vmap (K seeds as one model)
+    grads = torch.func.grad(q_sum)(actions)  # [N, B, A]
     grads = grads / (grads.norm(dim=-1, keepdim=True) + 1e-10)
     grads = grads.transpose(0, 1)  # [B, N, A]
     cosine = grads @ grads.transpose(1, 2)  # [B, N, N]

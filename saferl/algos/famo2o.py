@@ -37,7 +37,7 @@ from saferl.algos.iql import awr_weights
 from saferl.algos.iql import critic_step as iql_critic_step
 from saferl.algos.registry import register
 from saferl.data import Batch
-from saferl.nn import MLP, ActionScale, GaussianActor, QEnsemble, ValueNet, sinusoidal_embedding
+from saferl.nn import MLP, ActionScale, GaussianActor, QEnsemble, ValueNet, draws, sinusoidal_embedding
 from saferl.nn.actors import tanh_log_det
 
 
@@ -93,7 +93,7 @@ class BalanceModel(nn.Module):
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """β ``[B]`` (reparameterised sample, or the mapped tanh(μ) when deterministic) and log π_b(β|s) ``[B]``."""
         dist = self.distribution(obs)
-        pre_tanh = dist.mean if deterministic else dist.rsample()
+        pre_tanh = dist.mean if deterministic else draws.rsample_normal(dist.loc, dist.scale)
         logp = dist.log_prob(pre_tanh).sum(-1) - tanh_log_det(pre_tanh)
         return self.scale(torch.tanh(pre_tanh)).squeeze(-1), logp
 
@@ -151,7 +151,7 @@ class FamO2O(Algorithm):
             with torch.no_grad():
                 return self.balance(obs)[0]
         lo, hi = self.config.beta_range
-        return torch.rand(obs.shape[0], device=obs.device, dtype=obs.dtype) * (hi - lo) + lo
+        return draws.rand(obs.shape[0], like=obs) * (hi - lo) + lo
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self._update(batch, online=False)
@@ -190,7 +190,8 @@ class FamO2O(Algorithm):
         beta, logp = self.balance(obs)
         # a = mean + σ·ε: the gradient reaches π_b through emb(β) → mean; π_u itself is not stepped here (its
         # stray gradients are cleared by its own optimizer step). No clip to the action box, as the authors.
-        action = self.actor.distribution(self.universal_input(obs, beta)).rsample()
+        dist = self.actor.distribution(self.universal_input(obs, beta))
+        action = draws.rsample_normal(dist.loc, dist.scale)
         q = self.q_target(obs, action).amin(0)
         loss_b = balance_loss(logp, q, alpha)
         optimize(self.optimizers["balance"], loss_b)

@@ -67,6 +67,7 @@ from saferl.algos.base import AlgoContext, Algorithm, O2OConfig, OnlineMode, ada
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.data.steps import StepGroups, StepIndex, concat_groups, episode_timesteps, group_by_step, offline_groups
+from saferl.nn import draws
 from saferl.nn.per_step import StepCritics, StepPolicies
 from saferl.nn.trpo import gaussian_kl, trpo_step
 
@@ -160,6 +161,7 @@ class _StepCountingPolicy:
 class HNPG(Algorithm):
     Config = HNPGConfig
     online_mode = OnlineMode.ON_POLICY
+    batched_seeds = False  # no offline pre-training to batch, and its TRPO step calls autograd.grad (saferl.nn.trpo)
 
     def __init__(self, config: HNPGConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
@@ -293,7 +295,7 @@ class HNPG(Algorithm):
         """A draw from π_t(·|s); the loop clips it to the box."""
         t = timesteps.clamp(max=self.horizon - 1)
         mean, log_std = self.pi.at(obs, t)
-        return mean + log_std.exp() * torch.randn_like(mean)
+        return mean + log_std.exp() * draws.randn_like(mean)
 
     def online_update(self, rollout: OfflineDataset) -> dict[str, torch.Tensor]:
         """One HNPG iteration on an on-policy rollout of whole episodes (see the module docstring)."""
@@ -374,7 +376,7 @@ class HNPG(Algorithm):
     def policy_at(self, obs: torch.Tensor, timesteps: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """π_t(·|s) (mean or draw) for a flat batch with known steps, clipped to the action box."""
         mean, log_std = self.pi.at(obs, timesteps.clamp(min=0, max=self.horizon - 1))
-        action = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        action = mean if deterministic else mean + log_std.exp() * draws.randn_like(mean)
         return self.clip(action)
 
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

@@ -45,7 +45,7 @@ from saferl.algos.base import AlgoContext, O2OConfig, OnlineMode, optimize
 from saferl.algos.registry import register
 from saferl.algos.sac_n import SACN, SACNConfig, ensemble_td_loss
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import Normalizer, TanhGaussianActor
+from saferl.nn import Normalizer, TanhGaussianActor, draws
 
 
 @dataclass
@@ -77,7 +77,7 @@ class RO2OConfig(SACNConfig, O2OConfig):
 def perturb(obs: torch.Tensor, n: int, eps: float) -> torch.Tensor:
     """n perturbed copies of every state, ``[n·B, S]``; row j·B + b is s_b + δ_j, δ_j ~ U[−ε, ε]^S shared
     across the batch (the authors draw ``size × dim S`` offsets and repeat them over the batch)."""
-    delta = (torch.rand(n, 1, obs.shape[-1], device=obs.device, dtype=obs.dtype) * 2 - 1) * eps
+    delta = (draws.rand(n, 1, obs.shape[-1], like=obs) * 2 - 1) * eps
     return (obs.unsqueeze(0) + delta).reshape(-1, obs.shape[-1])
 
 

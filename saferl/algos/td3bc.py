@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import DeterministicActor, Normalizer, QEnsemble, soft_update
+from saferl.nn import DeterministicActor, Normalizer, QEnsemble, draws, soft_update
 
 
 @dataclass
@@ -79,7 +79,7 @@ class TD3BC(Algorithm):
         half = self.actor.scale.half_range
 
         with torch.no_grad():
-            noise = (torch.randn_like(act) * cfg.policy_noise * half).clamp(
+            noise = (draws.randn_like(act) * cfg.policy_noise * half).clamp(
                 -cfg.noise_clip * half, cfg.noise_clip * half
             )
             low = self.actor.scale.center - half

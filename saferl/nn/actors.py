@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
+from saferl.nn import draws
 from saferl.nn.mlp import MLP
 
 
@@ -91,7 +92,7 @@ class TanhGaussianActor(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A reparameterised action sample (or tanh(μ) when deterministic) and its log-probability."""
         dist = self.distribution(obs)
-        pre_tanh = dist.mean if deterministic else dist.rsample()
+        pre_tanh = dist.mean if deterministic else draws.rsample_normal(dist.loc, dist.scale)
         logp = dist.log_prob(pre_tanh).sum(-1) - tanh_log_det(pre_tanh) if with_logprob else None
         return self.scale(torch.tanh(pre_tanh)), logp
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from saferl.nn import draws
 from saferl.nn.ensemble import EnsembleMLP
 from saferl.nn.mlp import MLP
 
@@ -57,5 +58,6 @@ def aggregate(q: torch.Tensor, how: str = "min") -> torch.Tensor:
 
 def random_subset_min(q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Min over a random subset of k members (REDQ-style), the same subset for the whole batch."""
-    idx = torch.randperm(q.shape[0], device=q.device, generator=generator)[:k]
+    n, device = q.shape[0], q.device
+    idx = draws.draw(lambda g: torch.randperm(n, device=device, generator=g), generator)[..., :k]
     return q.index_select(0, idx).amin(dim=0)

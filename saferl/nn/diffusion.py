@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from saferl.nn import draws
 from saferl.nn.mlp import activation
 
 # flax's LayerNorm epsilon (the authors' networks are flax); torch's default is 1e-5
@@ -92,7 +93,7 @@ def dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generato
     """Inverted dropout that draws its mask from ``generator`` (``F.dropout`` only uses the global RNG)."""
     if not training or p <= 0.0:
         return x
-    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
+    keep = draws.bernoulli_mask(x, 1.0 - p, generator)
     return x * keep / (1.0 - p)
 
 
@@ -225,10 +226,10 @@ def noise_prediction_loss(
     Unreduced so that an algorithm can weight it (FISOR, QGPO, …) before averaging.
     """
     batch = actions.shape[0]
-    t = torch.randint(0, schedule.steps, (batch,), device=actions.device, generator=generator)
-    noise = torch.randn(actions.shape, device=actions.device, dtype=actions.dtype, generator=generator)
-    eps_pred = model(obs, schedule.q_sample(actions, t, noise), t, generator)
-    return (eps_pred - noise).pow(2).sum(dim=-1)
+    t = draws.randint(schedule.steps, batch, device=actions.device, generator=generator)
+    eps = draws.randn(*actions.shape, like=actions, generator=generator)
+    eps_pred = model(obs, schedule.q_sample(actions, t, eps), t, generator)
+    return (eps_pred - eps).pow(2).sum(dim=-1)
 
 
 def ddpm_step(

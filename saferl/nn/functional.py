@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+
+from saferl.nn import members
 
 
 def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
@@ -24,10 +27,48 @@ def quantile_huber_loss(diff: torch.Tensor, tau: torch.Tensor | float, kappa: fl
     return (tau - (diff.detach() < 0).float()).abs() * huber / kappa
 
 
+class _MaskedMean(torch.autograd.Function):
+    """``x[mask].mean()`` and its gradient (``1/n`` on the n selected entries, 0 elsewhere). Under ``vmap`` (K
+    seeds as one model, `saferl.nn.members`) it runs once per member: selecting by a boolean mask has a
+    data-dependent shape, which vmap cannot batch, and a masked sum would add in another order (other bits)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x[mask].mean()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+        mask = inputs[1]
+        ctx.save_for_backward(mask)
+        ctx.count = int(mask.sum())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        return torch.where(mask, grad / ctx.count, 0.0), None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, int | None], x: torch.Tensor, mask: torch.Tensor):
+        x, mask = (
+            t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+            for t, d in zip((x, mask), in_dims, strict=True)
+        )
+        return torch.stack([xk[mk].mean() for xk, mk in zip(x, mask, strict=True)]), 0
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the entries where the boolean ``mask`` is set: ``x[mask].mean()``, batchable by vmap."""
+    return _MaskedMean.apply(x, mask)
+
+
 @torch.no_grad()
 def soft_update(target: Iterable[torch.Tensor], source: Iterable[torch.Tensor], tau: float) -> None:
     """Polyak averaging ``target ← (1 − tau)·target + tau·source`` over parameter lists, in one fused op."""
     target, source = list(target), list(source)
+    stack = members.active()
+    if stack is not None:  # the stacked tensors of every member, in one lerp
+        stack.lerp(target, source, tau)
+        return
     torch._foreach_lerp_(target, source, tau)
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from saferl.nn import draws
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -44,7 +46,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.LayerNorm(width))
             layers.append(activation(act))
             if dropout > 0.0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(draws.Dropout(dropout))  # per member inside a member stack
             prev = width
         layers.append(nn.Linear(prev, out_dim))
         super().__init__(*layers)

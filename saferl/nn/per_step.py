@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from saferl.nn import draws
 from saferl.nn.ensemble import EnsembleMLP
 
 
@@ -46,7 +47,7 @@ class StepPolicies(nn.Module):
 
     def sample(self, obs: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         mean, log_std = self(obs, members)
-        return mean + log_std.exp() * torch.randn_like(mean)
+        return mean + log_std.exp() * draws.randn_like(mean)
 
 
 class StepCritics(nn.Module):

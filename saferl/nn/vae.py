@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saferl.nn import draws
 from saferl.nn.actors import ActionScale
 from saferl.nn.mlp import MLP
 
@@ -37,12 +38,12 @@ class ActionVAE(nn.Module):
 
     def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:  # BCQ samples the prior clipped to [-0.5, 0.5] to stay near the data
-            z = torch.randn(*obs.shape[:-1], self.latent_dim, device=obs.device).clamp(-0.5, 0.5)
+            z = draws.randn(*obs.shape[:-1], self.latent_dim, like=obs).clamp(-0.5, 0.5)
         return self.scale(torch.tanh(self.decoder(torch.cat([obs, z], -1))))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, std = self.encode(obs, action)
-        z = mean + std * torch.randn_like(std)
+        z = mean + std * draws.randn_like(std)
         return self.decode(obs, z), mean, std
 
     @staticmethod
