@@ -9,6 +9,7 @@ checkpoints  save / read / restore checkpoints (one ``map_location`` rule)
 trainer      the one loop skeleton (`Trainer`): log, periodic evaluation, checkpoint, resume, NaN check
 phases       the offline phase and the online phase it runs
 experiment   `run_experiment`
+seeds        ``seeds=[…]``: K seeds trained in lock-step as one batched model (`saferl.nn.members`), a run dir each
 load         `load_run` and ``init_from=`` checkpoints
 """
 

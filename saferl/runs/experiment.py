@@ -10,8 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import gymnasium as gym
 
 from saferl import evaluation
 from saferl.algos import AlgoConfig, Algorithm, get_algorithm
@@ -35,14 +39,69 @@ from saferl.runs.trainer import Trainer, seed_everything
 log = logging.getLogger("saferl")
 
 
-def run_experiment(cfg: Any) -> dict[str, Any]:
-    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload.
+@dataclass
+class RunPlan:
+    """What a run (or every member of a K-seed run) resolved from its settings before any seed is built."""
+
+    s: RunSettings
+    algo_cls: type[Algorithm]
+    algo_cfg: AlgoConfig
+    steps: int
+    init_state: dict[str, Any] | None
+    online_wrap: Callable[[gym.Env], gym.Env] | None
+    run: ResolvedRun
+    data: OfflineDataset
+
+
+@dataclass
+class Member:
+    """One seed of a plan, built and ready to train in its own run directory."""
+
+    s: RunSettings
+    algo: Algorithm
+    train_data: OfflineDataset
+    trainer: Trainer
+
+
+def run_experiment(cfg: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """Train and evaluate one (algorithm, task, seed); returns the ``eval.json`` payload. With ``seeds=[…]``
+    the seeds train as one batched model (`saferl.runs.seeds`) and the payloads come back as a list.
 
     With ``online_steps > 0`` the offline phase is followed by online fine-tuning (`saferl.online`): the
     offline policy is saved to ``checkpoints/offline.pt`` and evaluated (``eval.json["offline"]``), then
     ``online_steps`` env steps of interaction and updates, evaluated every ``online_eval_every`` env steps.
     """
     s, algo_opts = settings_from(cfg)
+    if s.seeds is not None:
+        from saferl.runs.seeds import run_seeds
+
+        return run_seeds(s, algo_opts)
+    if s.resume and s.run_dir and is_finished(Path(s.run_dir)):
+        return finished_result(s)
+    plan = plan_run(s, algo_opts)
+    member = start_member(plan, s)
+    trainer = member.trainer
+    online: OnlinePhase | None = None
+    try:
+        final = trainer.run_phase(OfflinePhase(trainer, member.train_data))
+        if s.online_steps > 0:
+            online = OnlinePhase(trainer, member.train_data, trainer.online_state, plan.online_wrap)
+            final = trainer.run_phase(online)
+    finally:
+        trainer.close()
+    return finish_member(plan, member, final, online)
+
+
+def finished_result(s: RunSettings) -> dict[str, Any]:
+    """The ``eval.json`` of a finished run that ``resume=true`` was asked to continue."""
+    result = json.loads((Path(s.run_dir) / EVAL_FILE).read_text())
+    log.info("%s is already finished; nothing to do", s.run_dir)
+    evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed})")
+    return result
+
+
+def plan_run(s: RunSettings, algo_opts: dict[str, Any]) -> RunPlan:
+    """Check everything the user gave us and load the data, before a run directory exists."""
     task = get_task(s.env)
     algo_cls = get_algorithm(s.algo)
     algo_cfg = make_algo_config(algo_cls, algo_opts)
@@ -53,31 +112,26 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         steps = int(init_state["step"])
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None
-
-    if s.resume and s.run_dir and is_finished(Path(s.run_dir)):
-        result = json.loads((Path(s.run_dir) / EVAL_FILE).read_text())
-        log.info("%s is already finished; nothing to do", s.run_dir)
-        evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed})")
-        return result
-
-    # Check everything the user gave us before a run directory exists.
     run, data = resolve_run(s, task, steps)
-    algo, train_data = _build(algo_cls, algo_cfg, run, data, s, init_state)
+    return RunPlan(s, algo_cls, algo_cfg, steps, init_state, online_wrap, run, data)
 
+
+def start_member(plan: RunPlan, s: RunSettings) -> Member:
+    """Seed ``s.seed``: seeded and built, its run directory and config written, its `Trainer` (resumed)."""
+    algo, train_data = _build(plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state)
     run_dir = resolve_run_dir(s)
-    write_config(run_dir, s, algo_cfg, steps, run.cost_limit, run.dataset)
+    write_config(run_dir, s, plan.algo_cfg, plan.steps, plan.run.cost_limit, plan.run.dataset)
     log.info("run directory: %s", run_dir)
-    trainer = Trainer(s, run, algo, run_dir, from_init=init_state is not None)
-    online: OnlinePhase | None = None
-    try:
-        final = trainer.run_phase(OfflinePhase(trainer, train_data))
-        if s.online_steps > 0:
-            online = OnlinePhase(trainer, train_data, trainer.online_state, online_wrap)
-            final = trainer.run_phase(online)
-    finally:
-        trainer.close()
+    trainer = Trainer(s, plan.run, algo, run_dir, from_init=plan.init_state is not None)
+    return Member(s, algo, train_data, trainer)
 
-    algo.eval()
+
+def finish_member(
+    plan: RunPlan, member: Member, final: evaluation.RolloutStats | None, online: OnlinePhase | None
+) -> dict[str, Any]:
+    """The final evaluation (unless the last step made one) and ``eval.json``."""
+    s, run, trainer, steps = member.s, plan.run, member.trainer, plan.steps
+    member.algo.eval()
     if final is None:
         final = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed, wrap_env=trainer.wrap_eval)
     result = {
@@ -91,17 +145,19 @@ def run_experiment(cfg: Any) -> dict[str, Any]:
         "wall_time_s": trainer.elapsed,
         "updates_per_s": steps / trainer.update_time if trainer.update_time > 0 else float("nan"),
     }
+    if trainer.members > 1:  # trained in a K-seed batch: updates_per_s is this member's, the process did K×
+        result["batched_seeds"] = trainer.members
     if online is not None:
         result.update(online.info())
     if trainer.wrap_eval is not None:  # the same policy without the wrapper, for comparison
         plain = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed)
         result["unfiltered"] = _metrics(plain, run)
         evaluation.print_eval_table(result["unfiltered"], f"{s.algo} on {s.env} without its evaluation wrapper")
-    write_json_atomic(run_dir / EVAL_FILE, result)
+    write_json_atomic(trainer.run_dir / EVAL_FILE, result)
     if online is not None:
         evaluation.print_eval_table(result["offline"], f"{s.algo} on {s.env}: the offline policy")
     evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {describe_length(s, steps)})")
-    log.info("results written to %s", run_dir / EVAL_FILE)
+    log.info("results written to %s", trainer.run_dir / EVAL_FILE)
     return result
 
 

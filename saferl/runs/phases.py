@@ -26,12 +26,15 @@ BAR_CHUNK = 50  # updates per progress-bar refresh (a refresh per update costs m
 
 class OfflinePhase(Phase):
     """``steps`` updates on batches of the dataset; logs every ``log_every``, evaluates every ``eval_every``
-    (the final evaluation follows the phase), checkpoints every ``checkpoint_every`` updates and at the end."""
+    (the final evaluation follows the phase), checkpoints every ``checkpoint_every`` updates and at the end.
+    ``stop_at`` pauses the phase at that step with the schedule of the whole phase (a K-seed member catching
+    up with the others after a resume)."""
 
-    def __init__(self, trainer: Trainer, data: OfflineDataset):
+    def __init__(self, trainer: Trainer, data: OfflineDataset, stop_at: int | None = None):
         s, algo = trainer.s, trainer.algo
         self.trainer, self.data, self.s = trainer, data, s
         self.total = trainer.run.steps
+        self.stop_at = self.total if stop_at is None else min(stop_at, self.total)
         self._step = trainer.start_step
         self.batch_size = algo.config.batch_size
         self.update = torch.compile(algo.update) if s.compile else algo.update
@@ -44,7 +47,7 @@ class OfflinePhase(Phase):
 
     @property
     def done(self) -> bool:
-        return self._step >= self.total
+        return self._step >= self.stop_at
 
     @property
     def step(self) -> int:
@@ -52,14 +55,19 @@ class OfflinePhase(Phase):
 
     def advance(self, metrics: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
         trainer = self.trainer
-        self._step += 1
         t0 = time.perf_counter()
         with self.autocast():
             metrics = self.update(trainer.algo.sample(self.data, self.batch_size, trainer.sampler))
-        trainer.update_time += time.perf_counter() - t0
+        return metrics, self.count(time.perf_counter() - t0)
+
+    def count(self, seconds: float) -> int:
+        """Book one update that took ``seconds`` (made here, or by a K-seed batch for every member at once);
+        returns the progress-bar units it completes."""
+        self._step += 1
+        self.trainer.update_time += seconds
         self.since_log += 1
         step, chunk = self._step, self._step % BAR_CHUNK
-        return metrics, BAR_CHUNK if chunk == 0 else (chunk if step == self.total else 0)
+        return BAR_CHUNK if chunk == 0 else (chunk if step == self.total else 0)
 
     def due(self) -> Due:
         s, step = self.s, self._step

@@ -19,6 +19,7 @@ class RunSettings:
     algo: str
     env: str
     seed: int = 0
+    seeds: list[int] | None = None  # K seeds trained as one batched model (saferl.runs.seeds); one run dir each
     steps: int | None = None
     device: str = "cpu"
     cost_limit: float | None = None

@@ -106,6 +106,7 @@ class Trainer:
         self.last_ckpt: int | None = self.start_step if self.start_step else None
         self.policy = algo.episodic_policy()
         self.wrap_eval = algo.wrap_eval_env if algo.wraps_eval_env else None
+        self.members = 1  # > 1: this run is one member of a K-seed batch (saferl.runs.seeds)
 
     @property
     def ckpt_path(self) -> Path:
@@ -139,7 +140,7 @@ class Trainer:
     def run_phase(self, phase: Phase) -> evaluation.RolloutStats | None:
         """Run a phase to its end; returns its evaluation at the last step, if it made one there."""
         bar = ProgressBar(*phase.progress)
-        self._seg_start = time.perf_counter()
+        self.start_segment()
         metrics: dict[str, torch.Tensor] = {}
         final = None
         try:
@@ -148,29 +149,43 @@ class Trainer:
                 if progress:
                     bar.advance(progress)
                 due = phase.due()
-                if not due:
-                    continue
-                step = phase.step
-                values = check_finite(metrics, self.algo, step, self.last_ckpt, self.run_dir)
-                values.update(phase.log_values())
-                if due.eval:
-                    stats = self.evaluate()
-                    values.update(self.eval_values(stats))
-                    final = stats if phase.done else None
-                if due.log or due.eval or phase.log_at_checkpoints:
-                    self.metrics_log.write(step, values)
-                    status = phase.status(values, due)
-                    if status is not None:
-                        bar.advance(0, status=status)
-                if due.checkpoint:
-                    ckpt_step, extra = phase.checkpoint()
-                    self.save(self.ckpt_path, ckpt_step, extra)
-                    self.last_ckpt = step
+                if due:
+                    final = self.handle_due(phase, due, metrics, bar)
         finally:
             bar.close()
             phase.close()
+        self.end_segment()
+        return final
+
+    def start_segment(self) -> None:
+        self._seg_start = time.perf_counter()
+
+    def end_segment(self) -> None:
         self.elapsed += time.perf_counter() - self._seg_start
         self._seg_start = None
+
+    def handle_due(
+        self, phase: Phase, due: Due, metrics: dict[str, torch.Tensor], bar: ProgressBar | None
+    ) -> evaluation.RolloutStats | None:
+        """What falls due after an iteration: NaN check, log row, evaluation, checkpoint. Returns the
+        evaluation when the phase ended with one."""
+        step = phase.step
+        values = check_finite(metrics, self.algo, step, self.last_ckpt, self.run_dir)
+        values.update(phase.log_values())
+        final = None
+        if due.eval:
+            stats = self.evaluate()
+            values.update(self.eval_values(stats))
+            final = stats if phase.done else None
+        if due.log or due.eval or phase.log_at_checkpoints:
+            self.metrics_log.write(step, values)
+            status = phase.status(values, due)
+            if status is not None and bar is not None:
+                bar.advance(0, status=status)
+        if due.checkpoint:
+            ckpt_step, extra = phase.checkpoint()
+            self.save(self.ckpt_path, ckpt_step, extra)
+            self.last_ckpt = step
         return final
 
     def close(self) -> None:
