@@ -5,8 +5,8 @@
 Compares ``eval.json`` (without the timing fields ``wall_time_s`` and ``updates_per_s`` and the K-seed marker
 ``batched_seeds``), ``metrics.csv`` (without its rate columns ``*per_s``; numbers within the tolerance) and every
 file under ``checkpoints/`` (tensors, arrays and numbers within the tolerance; the clocks and the run's own
-``run_dir``/``seeds`` settings are not compared). With the default tolerance 0 it checks bit-identity, e.g. of
-a run before and after a refactor. Prints one line per file and exits 1 if anything differs.
+``run_dir``/``seeds``/``resume`` settings are not compared). With the default tolerance 0 it checks bit-identity,
+e.g. of a run before and after a refactor. Prints one line per file and exits 1 if anything differs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 TIMING = {"wall_time_s", "updates_per_s", "batched_seeds", "elapsed", "update_time"}
-OWN_SETTINGS = {"run_dir", "seeds"}
+OWN_SETTINGS = {"run_dir", "seeds", "resume"}  # how a run was started, not what it computed
 
 
 def close(a: float, b: float, atol: float, rtol: float) -> bool:
