@@ -281,6 +281,8 @@ def test_missing_dataset_and_bad_override_fail_before_training(tmp_path):
         expand(suite_from(["suite=smoke", 'suite.algos.bc_all.overrides=["algo.nope=1"]']), tmp_path)
     with pytest.raises(SuiteError, match="suite/nope"):
         compose_bench(["suite=nope"])
+    with pytest.raises(SuiteError, match=r"seeds=\[0, 1\].*suite's seeds"):  # K-seed runs write K run dirs
+        expand(suite_from(["suite=smoke", 'suite.algos.bc_all.overrides=["seeds=[0,1]"]']), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -274,6 +274,8 @@ def _validate(config: dict[str, Any], where: str) -> None:
         get_algorithm(settings.algo).make_config(algo_opts)
     except (SaferlError, TypeError, ValueError) as err:
         raise SuiteError(f"{where}: {err}") from None
+    if settings.seeds is not None:  # a suite run is one seed and one run directory; the suite lists the seeds
+        raise SuiteError(f"{where}: seeds={settings.seeds} in an override; give the seeds as the suite's seeds: list")
 
 
 def run_hash(config: dict[str, Any]) -> str:
