@@ -31,7 +31,7 @@ from saferl import evaluation
 from saferl.console import ProgressBar
 from saferl.nn.members import MemberStack, torch_rng_state
 from saferl.runs.errors import SaferlError
-from saferl.runs.experiment import Member, finish_member, plan_run, start_member
+from saferl.runs.experiment import Member, finish_member, finished_result, plan_run, start_member
 from saferl.runs.phases import OfflinePhase, OnlinePhase
 from saferl.runs.rundir import is_finished
 from saferl.runs.settings import RunSettings
@@ -60,10 +60,9 @@ def check_seeds(s: RunSettings) -> list[int]:
 class Streams:
     """One member's global random streams (torch, numpy, python); `MemberStack` keeps its torch stream."""
 
-    def __init__(self, stack: MemberStack, k: int):
+    def __init__(self, stack: MemberStack, k: int, numpy_state: Any, python_state: Any):
         self.stack, self.k = stack, k
-        self.numpy = np.random.get_state()
-        self.python = random.getstate()
+        self.numpy, self.python = numpy_state, python_state
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -84,8 +83,6 @@ def run_seeds(s: RunSettings, algo_opts: dict[str, Any]) -> list[dict[str, Any]]
     seeds = check_seeds(s)
     settings = [member_settings(s, k) for k in seeds]
     if s.resume and all(m.run_dir and is_finished(Path(m.run_dir)) for m in settings):
-        from saferl.runs.experiment import finished_result
-
         return [finished_result(m) for m in settings]
     plan = plan_run(settings[0], algo_opts)
     if not plan.algo_cls.batched_seeds:
@@ -103,9 +100,7 @@ def run_seeds(s: RunSettings, algo_opts: dict[str, Any]) -> list[dict[str, Any]]
     for member in members:
         member.trainer.members = len(members)
     stack = MemberStack([m.algo for m in members], rng_states)
-    streams = [Streams(stack, k) for k in range(len(members))]
-    for st, npst, pyst in zip(streams, np_states, py_states, strict=True):
-        st.numpy, st.python = npst, pyst
+    streams = [Streams(stack, k, np_states[k], py_states[k]) for k in range(len(members))]
     log.info("training seeds %s as one batched model (%d members)", seeds, len(members))
     try:
         finals = train_offline(stack, members, streams)
