@@ -18,6 +18,7 @@ from saferl.safety import (
     CostCriticBarrier,
     CvxpyRebuildSolver,
     CvxpySolver,
+    DAQPSolver,
     ExactProjection,
     InfeasibleConstraintError,
     OSQPSolver,
@@ -155,12 +156,49 @@ def test_solvers_match_the_cvxpy_oracle_on_random_feasible_qps(m, n, count):
         assert res.feasible.all()
 
 
-def test_osqp_handles_degenerate_vertices():
+def test_osqp_and_daqp_handle_degenerate_vertices():
     """Several constraints through one point (more active rows than free coordinates)."""
     rng = np.random.default_rng(7)
     problems = random_problems(rng, 150, 4, 2, degenerate=True)
     expected = oracle(*problems)
     _check_against(OSQPSolver(), problems, expected)
+    _check_against(DAQPSolver(), problems, expected)
+
+
+def test_daqp_matches_the_cvxpy_oracle_on_1000_random_qps():
+    """1000 random feasible QPs (action dims 2–6, 1–5 rows, random boxes): DAQP's action equals the oracle's
+    to 1e-6 (absolute), its objective ‖u − u_nom‖² to 1e-6·(1 + f*), and it is feasible to 1e-8."""
+    rng = np.random.default_rng(2026)
+    solver = make_solver("daqp")
+    sizes, counts = np.unique(rng.integers((1, 2), (6, 7), size=(1000, 2)), axis=0, return_counts=True)
+    assert sizes.shape[0] == 25 and counts.sum() == 1000
+    for (m, n), count in zip(sizes.tolist(), counts.tolist(), strict=True):
+        problems = random_problems(rng, count, m, n)
+        expected = oracle(*problems)
+        _check_against(solver, problems, expected)
+        u_nom, A, b, lo, hi = problems
+        for i in range(count):
+            f, f_ref = (
+                np.sum((x - u_nom[i]) ** 2) for x in (solver.solve(u_nom[i], A[i], b[i], lo[i], hi[i]).u, expected[i])
+            )
+            assert abs(f - f_ref) <= 1e-6 * (1.0 + f_ref), (m, n, i, f, f_ref)
+
+
+def test_daqp_failure_falls_back_to_cvxpy_and_infeasible_is_reported(monkeypatch):
+    """A DAQP exit flag other than optimal/infeasible (here: iteration limit) is not trusted: the problem
+    goes to cvxpy. An infeasible problem is never returned as solved."""
+    import daqp
+
+    rng = np.random.default_rng(5)
+    u_nom, A, b, lo, hi = random_problems(rng, 20, 3, 4)
+    expected = oracle(u_nom, A, b, lo, hi)
+    real = daqp.solve
+    monkeypatch.setattr(daqp, "solve", lambda *a, **k: (real(*a, **k)[0] * 0.0, 0.0, -4, {}))
+    _check_against(DAQPSolver(), (u_nom, A, b, lo, hi), expected)
+    monkeypatch.setattr(daqp, "solve", real)
+    res = DAQPSolver().solve(np.zeros(2), np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0.5, 0.5]), -1.0, 1.0)
+    assert not res.feasible and res.slack > 0.5  # u₀ ≥ 0.5 and u₀ ≤ −0.5: violation split, ‖(0.5, 0.5)‖
+    np.testing.assert_allclose(res.slack, np.sqrt(0.5), atol=1e-6)
 
 
 @pytest.mark.parametrize(("m", "n"), [(1, 3), (1, 6), (3, 4)])
@@ -172,7 +210,7 @@ def test_infeasible_qps_return_the_minimal_violation_action(m, n):
     problems = random_problems(rng, 60, m, n, infeasible=True)
     u_ref, slack_ref = oracle_relaxed(*problems)
     u_nom, A, b, lo, hi = problems
-    solvers = [OSQPSolver(), CvxpySolver()] + ([ExactProjection()] if m == 1 else [])
+    solvers = [OSQPSolver(), CvxpySolver(), DAQPSolver()] + ([ExactProjection()] if m == 1 else [])
     for solver in solvers:
         for i in range(len(u_nom)):
             res = solver.solve(u_nom[i], A[i], b[i], lo[i], hi[i])
@@ -329,7 +367,7 @@ def test_no_intervention_when_the_nominal_action_is_safe():
     assert info["safety_filter"]["episode_interventions"] == 1
 
 
-@pytest.mark.parametrize("solver", ["auto", "exact", "osqp", "cvxpy"])
+@pytest.mark.parametrize("solver", ["auto", "exact", "daqp", "osqp", "cvxpy"])
 def test_slack_mode_executes_and_reports_the_minimal_violation(solver):
     env = SafetyFilter(LineEnv([-1.0, 2.5, 3.0, -1.0]), DemandBarrier(), solver=solver, on_infeasible="slack")
     env.reset()
@@ -344,6 +382,36 @@ def test_slack_mode_executes_and_reports_the_minimal_violation(solver):
         env.episode_infeasible == 2 and env.total_infeasible == 2 and info["safety_filter"]["episode_infeasible"] == 2
     )
     assert env.episode_interventions == 2  # the infeasible steps; the others were safe as they came
+
+
+class TwoRowBarrier(Barrier):
+    """u₀ + u₁ ≥ demand and u₀ ≥ −0.5: two rows, so "auto" solves with DAQP."""
+
+    def constraints(self, obs, u_nom):
+        A = np.tile(np.array([[1.0, 1.0], [1.0, 0.0]]), (len(obs), 1, 1))
+        return A, np.stack([obs[:, 1], np.full(len(obs), -0.5)], axis=1)
+
+
+@pytest.mark.parametrize("solver", ["auto", "daqp", "osqp"])
+def test_several_rows_infeasible_steps_follow_on_infeasible(solver):
+    """The same contract with several rows: slack reports the minimal violation, raise raises, and
+    fallback executes the ascent action; an infeasible step is never passed through as solved."""
+    env = SafetyFilter(LineEnv([0.5, 2.5]), TwoRowBarrier(), solver=solver)
+    env.reset()
+    _, _, _, _, info = env.step(np.array([-1.0, 0.3]))
+    np.testing.assert_allclose(env.last_action, [-0.4, 0.9], atol=1e-6)  # onto u₀ + u₁ = 0.5
+    _, _, _, _, info = env.step(np.array([-1.0, 0.3]))
+    rec = info["safety_filter"]
+    assert rec["status"] == "relaxed" and rec["infeasible"] is True
+    np.testing.assert_allclose([rec["slack"], *env.last_action], [0.5, 1.0, 1.0], atol=1e-6)
+    env = SafetyFilter(LineEnv([2.5]), TwoRowBarrier(), solver=solver, on_infeasible="raise")
+    env.reset()
+    with pytest.raises(InfeasibleConstraintError, match="violation is 0.5"):
+        env.step(np.zeros(2))
+    env = SafetyFilter(LineEnv([2.5]), TwoRowBarrier(), solver=solver, on_infeasible="fallback")
+    env.reset()
+    _, _, _, _, info = env.step(np.zeros(2))
+    assert info["safety_filter"]["status"] == "fallback" and env.episode_infeasible == 1
 
 
 def test_raise_mode_names_the_step_and_the_violation():
@@ -504,6 +572,24 @@ def test_halfcheetah_with_a_user_barrier_and_an_sb3_policy(tmp_path):
     # An open-loop gait as the nominal policy: the barrier binds, and every executed action is feasible.
     def gait(t):
         return np.clip(1.5 * np.sin(0.8 * t + np.arange(6)), -1, 1)
+
+    A, b = barrier.constraints(np.arange(17.0)[None], np.zeros((1, 6)))
+    a_row, b_row = barrier.constraint_row(np.arange(17.0), [0.0] * 6)  # the filter's per-step fast path
+    assert a_row == A[0, 0].tolist() and b_row == b[0, 0]
+
+    class RowsOnly:  # the same barrier without `constraint_row`: the numpy path, the same actions
+        constraints = barrier.constraints
+
+    envs = [SafetyFilter(gym.make("HalfCheetah-v5"), bar) for bar in (barrier, RowsOnly())]
+    for e in envs:
+        e.reset(seed=2)
+    for t in range(200):
+        infos = [e.step(gait(t))[4]["safety_filter"] for e in envs]
+        np.testing.assert_array_equal(envs[0].last_action, envs[1].last_action)
+        assert {k: v for k, v in infos[0].items() if k != "solve_time_us"} == {
+            k: v for k, v in infos[1].items() if k != "solve_time_us"
+        }
+    assert envs[0].total_interventions > 0
 
     filtered = SafetyFilter(gym.make("HalfCheetah-v5"), barrier)
     obs, _ = filtered.reset(seed=1)

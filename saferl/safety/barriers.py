@@ -2,7 +2,9 @@
 
 The protocol is one method on batches: ``constraints(obs [B, ...], u_nom [B, n]) -> (A [B, m, n], b [B, m])``.
 Any object with it works with `saferl.safety.SafetyFilter`; `Barrier` is its abstract base. Barriers that
-have a state-only value also offer ``h(obs) -> [B]`` (or ``[B, k]``), h ≥ 0 safe, for diagnostics.
+have a state-only value also offer ``h(obs) -> [B]`` (or ``[B, k]``), h ≥ 0 safe, for diagnostics. A barrier
+with a single row may also offer ``constraint_row(obs [...], u_nom: list[float]) -> (a: list[float], b: float)``,
+the same row for one unbatched step on Python floats: `SafetyFilter` then skips numpy on its per-step path.
 
 * `ControlAffineCBF` — a control barrier function for control-affine dynamics ṡ = f(s) + g(s)u, analytic or
   learned (torch autograd gives ∇h), in continuous time (∇h·f + ∇h·g·u + α·h ≥ 0) or discrete time.

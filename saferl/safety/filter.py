@@ -23,187 +23,21 @@ the whole batch and the per-env records come back as arrays in ``infos["safety_f
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 
-from saferl.safety.qp import (
-    SOLVERS,
-    AutoSolver,
-    QPResult,
-    as_batch,
-    make_solver,
-    project_halfspace_box_1,
-    violation,
-)
+from saferl.safety.filter_core import ON_INFEASIBLE, FallbackAction, InfeasibleConstraintError, _FilterCore
 
-ON_INFEASIBLE = ("slack", "raise", "fallback")
-_INTERVENTION_TOL = 1e-12
-
-
-class InfeasibleConstraintError(RuntimeError):
-    """No action in the box satisfies the barrier constraints (raised with ``on_infeasible="raise"``)."""
-
-
-FallbackAction = Callable[[np.ndarray], np.ndarray] | np.ndarray | None
-
-
-class _FilterCore:
-    """The per-batch work shared by the single-env and the vector wrapper."""
-
-    def __init__(
-        self,
-        barrier: Any,
-        low: np.ndarray,
-        high: np.ndarray,
-        solver: str,
-        on_infeasible: str,
-        fallback_action: FallbackAction,
-        solver_options: dict[str, Any] | None,
-    ):
-        if not callable(getattr(barrier, "constraints", None)):
-            raise TypeError(
-                f"barrier must have a method constraints(obs, u_nom) -> (A, b); got {type(barrier).__name__}"
-            )
-        if on_infeasible not in ON_INFEASIBLE:
-            raise ValueError(f"on_infeasible must be one of {', '.join(ON_INFEASIBLE)}, got {on_infeasible!r}")
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown QP solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-        if fallback_action is not None and on_infeasible != "fallback":
-            raise ValueError("fallback_action is only used with on_infeasible='fallback'")
-        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-            raise ValueError(
-                "SafetyFilter needs a bounded action box (the QP projects onto it); wrap the env with "
-                "gymnasium.wrappers.RescaleAction or pass action_low/action_high"
-            )
-        if np.any(low > high):
-            raise ValueError(f"SafetyFilter: action box has low > high: low={low}, high={high}")
-        self.barrier = barrier
-        self.low, self.high = low, high
-        self._low_list, self._high_list = low.tolist(), high.tolist()
-        self.n = low.shape[0]
-        self.solver_name = solver
-        options = solver_options or {}
-        self.solver = AutoSolver(**options) if solver == "auto" else make_solver(solver, **options)
-        self._scalar_exact = solver in ("auto", "exact")
-        self.on_infeasible = on_infeasible
-        self.fallback_action = fallback_action
-
-    @classmethod
-    def for_space(
-        cls,
-        space: gym.Space,
-        barrier: Any,
-        solver: str,
-        on_infeasible: str,
-        fallback_action: FallbackAction,
-        action_low: np.ndarray | None,
-        action_high: np.ndarray | None,
-        solver_options: dict[str, Any] | None,
-    ) -> _FilterCore:
-        """The core for an env's (single) action space; ``action_low``/``action_high`` narrow its box."""
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise TypeError(f"SafetyFilter needs a flat Box action space, got {space}")
-        low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
-        high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
-        return cls(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
-
-    def _solve(self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray) -> QPResult:
-        u, feasible = self.solver.solve_batch(u_nom, A, b, self.low, self.high)
-        slack = np.zeros(len(u))
-        if not feasible.all():
-            slack[~feasible] = np.linalg.norm(violation(u[~feasible], A[~feasible], b[~feasible]), axis=1)
-        return QPResult(u, feasible, slack)
-
-    def _ascent_action(self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Barrier-gradient ascent: the box vertex that most increases the violated rows (normalised)."""
-        u0 = np.clip(u_nom, self.low, self.high)
-        violated = A @ u0 < b
-        rows = A[violated] if violated.any() else A
-        d = (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-300)).sum(axis=0)
-        return np.where(d > 0, self.high, np.where(d < 0, self.low, u0))
-
-    def filter_one(
-        self, obs: np.ndarray, u_nom: np.ndarray, describe: Callable[[int], str]
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Filter one env step; the common case (one constraint row, a feasible QP, exact solver) runs on
-        Python floats, because numpy's per-call overhead would dominate a 6-dimensional projection."""
-        if self._scalar_exact:
-            u_arr = np.asarray(u_nom, dtype=np.float64).reshape(1, -1)
-            u_list = u_arr[0].tolist()
-            if len(u_list) == self.n and all(map(math.isfinite, u_list)):
-                A, b = self.barrier.constraints(obs[None], u_arr)
-                A, b = np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64)
-                if A.size == self.n and b.size == 1:
-                    a, bb = A.ravel().tolist(), float(b.ravel()[0])
-                    if all(map(math.isfinite, a)) and math.isfinite(bb):
-                        t0 = time.perf_counter()
-                        u, ok = project_halfspace_box_1(u_list, a, bb, self._low_list, self._high_list)
-                        solve_us = (time.perf_counter() - t0) * 1e6
-                        if ok:
-                            lo, hi = self._low_list, self._high_list
-                            sq = sum((u[j] - min(max(u_list[j], lo[j]), hi[j])) ** 2 for j in range(self.n))
-                            correction = math.sqrt(sq)
-                            return np.array(u), {
-                                "intervened": correction > _INTERVENTION_TOL,
-                                "correction_norm": correction,
-                                "status": "optimal",
-                                "slack": 0.0,
-                                "solve_time_us": solve_us,
-                                "infeasible": False,
-                            }
-        # several rows, an infeasible step, bad input or another solver: the batched path handles it all
-        u, rec = self.filter(obs[None], np.asarray(u_nom)[None], describe)
-        return u[0], {k: v[0].item() if isinstance(v[0], np.generic) else v[0] for k, v in rec.items()}
-
-    def filter(
-        self, obs: np.ndarray, u_nom: np.ndarray, describe: Callable[[int], str]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Filter a batch: ``obs [B, ...]``, ``u_nom [B, n]`` → executed actions ``[B, n]`` and records."""
-        u_nom = np.asarray(u_nom, dtype=np.float64).reshape(len(obs), self.n)
-        if not np.all(np.isfinite(u_nom)):
-            raise ValueError(f"SafetyFilter: the nominal action is not finite at {describe(0)}: {u_nom}")
-        A, b = self.barrier.constraints(obs, u_nom)
-        u_nom, A, b, _ = as_batch(u_nom, A, b)
-        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
-            bad = int(np.flatnonzero(~(np.isfinite(A).all(axis=(1, 2)) & np.isfinite(b).all(axis=1)))[0])
-            raise ValueError(f"SafetyFilter: the barrier returned NaN/inf constraints at {describe(bad)}")
-        t0 = time.perf_counter()
-        result = self._solve(u_nom, A, b)
-        solve_us = (time.perf_counter() - t0) * 1e6 / len(u_nom)
-        u, slack = result.u, np.array(result.slack, dtype=np.float64)
-        status = np.where(result.feasible, "optimal", "relaxed").astype(object)
-        for i in np.flatnonzero(~result.feasible):
-            if self.on_infeasible == "raise":
-                raise InfeasibleConstraintError(
-                    f"SafetyFilter: at {describe(i)} no action in the box [{self.low}, {self.high}] satisfies "
-                    f"the barrier constraints A·u ≥ b (A={A[i].tolist()}, b={b[i].tolist()}); the smallest "
-                    f"achievable violation is {slack[i]:.4g}. Use on_infeasible='slack' or 'fallback' to "
-                    "continue with a reported violation."
-                )
-            if self.on_infeasible == "fallback":
-                if self.fallback_action is None:
-                    u[i] = self._ascent_action(u_nom[i], A[i], b[i])
-                else:
-                    fb = self.fallback_action(obs[i]) if callable(self.fallback_action) else self.fallback_action
-                    u[i] = np.clip(np.asarray(fb, dtype=np.float64).reshape(self.n), self.low, self.high)
-                slack[i] = float(np.linalg.norm(violation(u[i : i + 1], A[i : i + 1], b[i : i + 1])))
-                status[i] = "fallback"
-        correction = np.linalg.norm(u - np.clip(u_nom, self.low, self.high), axis=1)
-        records = {
-            "intervened": correction > _INTERVENTION_TOL,
-            "correction_norm": correction,
-            "status": status,
-            "slack": slack,
-            "solve_time_us": np.full(len(u), solve_us),
-            "infeasible": ~np.asarray(result.feasible, dtype=bool),
-        }
-        return u, records
+__all__ = [
+    "ON_INFEASIBLE",
+    "CorrectsActions",
+    "FallbackAction",
+    "InfeasibleConstraintError",
+    "SafetyFilter",
+    "VectorSafetyFilter",
+]
 
 
 @runtime_checkable
@@ -226,13 +60,13 @@ class SafetyFilter(gym.Wrapper):
     Args:
         env: the env whose actions are filtered; its action space must be a bounded Box.
         barrier: an object with ``constraints(obs, u_nom) -> (A, b)`` (see `saferl.safety.Barrier`).
-        solver: ``"auto"`` (exact projection for one constraint row, OSQP for several), ``"exact"``,
-            ``"osqp"``, ``"cvxpy"`` (DPP, compiled once) or ``"cvxpy-rebuild"`` (slow reference).
+        solver: ``"auto"`` (exact projection for one constraint row, DAQP for several), ``"exact"``,
+            ``"daqp"``, ``"osqp"``, ``"cvxpy"`` (DPP, compiled once) or ``"cvxpy-rebuild"`` (slow reference).
         on_infeasible: ``"slack"``, ``"raise"`` or ``"fallback"`` (see the module docstring).
         fallback_action: with ``"fallback"``, a safe action or a function obs → safe action; None uses the
             barrier-gradient ascent action.
         action_low, action_high: override the box (defaults: the env's action space bounds).
-        solver_options: keyword arguments for the solver (e.g. OSQP tolerances, a cvxpy solver name).
+        solver_options: keyword arguments for the solver (e.g. DAQP/OSQP tolerances, a cvxpy solver name).
     """
 
     last_action: np.ndarray | None  # the filtered action of the last step (see `CorrectsActions`)
@@ -258,6 +92,8 @@ class SafetyFilter(gym.Wrapper):
             env.action_space, barrier, solver, on_infeasible, fallback_action, action_low, action_high, solver_options
         )
         self._obs: np.ndarray | None = None
+        # `self.action_space` walks the whole wrapper chain on every access: read the dtype once
+        self._dtype = env.action_space.dtype
         self.last_action: np.ndarray | None = None
         self.total_steps = self.total_interventions = self.total_infeasible = 0
         self.episode_steps = self.episode_interventions = self.episode_infeasible = 0
@@ -278,9 +114,8 @@ class SafetyFilter(gym.Wrapper):
     def step(self, action):
         if self._obs is None:
             raise gym.error.ResetNeeded("SafetyFilter: call reset() before step()")
-        u, rec = self.core.filter_one(self._obs, action, self._describe)
         # u lies in [low, high] and those bounds are values of the space's dtype, so the cast stays inside
-        self.last_action = u.astype(self.action_space.dtype)
+        self.last_action, rec = self.core.filter_one(self._obs, action, self._describe, self._dtype)
         obs, reward, terminated, truncated, info = self.env.step(self.last_action)
         self._obs = np.asarray(obs)
         intervened, infeasible = bool(rec["intervened"]), bool(rec["infeasible"])

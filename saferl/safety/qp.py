@@ -10,6 +10,7 @@ returned action (0 when feasible). What to *do* with an infeasible step is the f
 * `ExactProjection` — one half-space plus the box, in closed form (KKT breakpoint search), vectorised.
 * `OSQPSolver` — OSQP's own API: set up once per problem shape, then ``update`` + ``solve``, polished to
   the exact solution on its active set.
+* `DAQPSolver` — DAQP, a dense dual active-set solver: exact, and the fastest general solver at this size.
 * `CvxpySolver` — cvxpy with DPP parameters, compiled once per shape; the general case.
 * `CvxpyRebuildSolver` — builds a fresh cvxpy problem for every solve: the slow baseline for benchmarks.
 """
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from saferl.safety.qp_cvxpy import CvxpyRebuildSolver, CvxpySolver
-from saferl.safety.qp_exact import ExactProjection, project_halfspace_box, project_halfspace_box_1
+from saferl.safety.qp_daqp import DAQPSolver
+from saferl.safety.qp_exact import ExactProjection, clip_list, project_halfspace_box, project_halfspace_box_1
 from saferl.safety.qp_osqp import OSQPSolver
 from saferl.safety.qp_problem import (
     FEAS_TOL,
@@ -42,6 +44,7 @@ __all__ = [
     "AutoSolver",
     "CvxpyRebuildSolver",
     "CvxpySolver",
+    "DAQPSolver",
     "ExactProjection",
     "OSQPSolver",
     "QPResult",
@@ -50,19 +53,22 @@ __all__ = [
     "RowwiseSolver",
     "as_batch",
     "box_feasible",
+    "clip_list",
     "make_solver",
     "project_halfspace_box",
     "project_halfspace_box_1",
     "violation",
 ]
 
-SOLVERS = ("auto", "exact", "osqp", "cvxpy", "cvxpy-rebuild")
+SOLVERS = ("auto", "exact", "daqp", "osqp", "cvxpy", "cvxpy-rebuild")
 
 
 def make_solver(name: str, **options: Any) -> QPSolver:
-    """Solver by name. ``auto`` is resolved per problem by the filter (exact for one row, else OSQP)."""
+    """Solver by name. ``auto`` is resolved per problem by the filter (exact for one row, else DAQP)."""
     if name == "exact":
         return ExactProjection()
+    if name == "daqp":
+        return DAQPSolver(**options)
     if name == "osqp":
         return OSQPSolver(**options)
     if name == "cvxpy":
@@ -73,16 +79,16 @@ def make_solver(name: str, **options: Any) -> QPSolver:
 
 
 class AutoSolver(QPSolver):
-    """The fastest exact solver for each problem: the closed-form projection for one constraint row, OSQP
-    for several."""
+    """The fastest exact solver for each problem: the closed-form projection for one constraint row, DAQP
+    for several (measured in benchmarks/filter_latency.md; ``options`` go to DAQP)."""
 
     name = "auto"
 
-    def __init__(self, **osqp_options: Any):
+    def __init__(self, **daqp_options: Any):
         self.exact = ExactProjection()
-        self.osqp = OSQPSolver(**osqp_options)
+        self.daqp = DAQPSolver(**daqp_options)
 
     def solve_batch(
         self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        return (self.exact if A.shape[1] == 1 else self.osqp).solve_batch(u_nom, A, b, lo, hi)
+        return (self.exact if A.shape[1] == 1 else self.daqp).solve_batch(u_nom, A, b, lo, hi)

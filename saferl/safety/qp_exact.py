@@ -3,6 +3,8 @@ batches, and a scalar sweep on Python floats for a single env step."""
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from saferl.safety.qp_problem import FEAS_TOL, QPSolver
@@ -42,6 +44,11 @@ def project_halfspace_box(
     return u, feasible
 
 
+def clip_list(x: list[float], lo: list[float], hi: list[float]) -> list[float]:
+    """``min(max(x_j, lo_j), hi_j)`` per entry (same values, -0.0 included), without the two calls each."""
+    return [lj if xj < lj else (hj if xj > hj else xj) for xj, lj, hj in zip(x, lo, hi, strict=True)]
+
+
 def project_halfspace_box_1(
     u_nom: list[float], a: list[float], b: float, lo: list[float], hi: list[float]
 ) -> tuple[list[float], bool]:
@@ -52,8 +59,8 @@ def project_halfspace_box_1(
     breakpoints φ(λ) = aᵀclip(u_nom + λa) grows with slope Σ_{j free} a_j².
     """
     n = len(u_nom)
-    u = [min(max(u_nom[j], lo[j]), hi[j]) for j in range(n)]
-    phi = sum(a[j] * u[j] for j in range(n))
+    u = clip_list(u_nom, lo, hi)
+    phi = sum(map(operator.mul, a, u))
     if phi >= b:
         return u, True
     phi_max = sum(a[j] * (hi[j] if a[j] > 0 else lo[j]) for j in range(n) if a[j] != 0.0)

@@ -19,6 +19,7 @@ class VelocityBarrier(Barrier):
     def __init__(self, v_max: float, w: np.ndarray, c: float, gamma: float = 0.5, index: int = 8):
         self.v_max, self.w, self.c = v_max, np.asarray(w, dtype=np.float64), float(c)
         self.gamma, self.index = gamma, index
+        self._a = (-self.w).tolist()  # the row for `constraint_row` (w is fixed after construction)
 
     def h(self, obs: np.ndarray) -> np.ndarray:
         return self.v_max - np.asarray(obs)[:, self.index]
@@ -28,6 +29,10 @@ class VelocityBarrier(Barrier):
         A = np.broadcast_to(-self.w, (len(obs), 1, self.w.size))
         b = (self.c - self.gamma * (self.v_max - obs[:, self.index]))[:, None]
         return A, b
+
+    def constraint_row(self, obs: np.ndarray, u_nom: list[float]) -> tuple[list[float], float]:
+        """`constraints` for one step on Python floats (the filter's fast path): the same a and b."""
+        return self._a, self.c - self.gamma * (self.v_max - float(obs[self.index]))
 
 
 def fit_velocity_model(env: gym.Env, steps: int, rng: np.random.Generator, index: int = 8) -> tuple[np.ndarray, float]:
