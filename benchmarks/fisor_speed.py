@@ -11,7 +11,8 @@ Prints, for the CPU preset (``fisor_cpu``) and the authors' full-size configurat
 * the same latency per state at batch 32 (what the evaluation rollout uses).
 
 The target for the CPU preset is ≤ 2 ms per env step at batch 1. Timings on a shared machine are noisy:
-every number is the median of repeated windows, and the BC-All baseline is re-measured alongside.
+every number is the median of repeated windows, the BC-All baseline is re-measured alongside, and the
+machine's load average is printed before and after (another process on the cores slows the tiny kernels).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def _ctx(data, task):
     from saferl.algos import AlgoContext
 
     return AlgoContext.for_task(task, data, task.default_cost_limit)
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages, to tell a busy machine's timings from an idle one's."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def updates_per_s(algo, data, batch_size: int, seconds: float, windows: int = 3) -> float:
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one process per core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    start_load = _load()
     os.environ.setdefault("MINARI_DATASETS_PATH", os.path.join(tempfile.gettempdir(), "saferl-bench-minari"))
 
     from saferl.algos import get_algorithm
@@ -87,7 +94,7 @@ def main() -> None:
     obs1, obs32 = data.observations[:1].numpy(), data.observations[:32].numpy()
     bc_lat1 = act_latency_ms(bc, obs1)
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), PointRobot (obs 2, act 2)")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), PointRobot (obs 2, act 2), {start_load} at start")
     print(f"baseline bc_all: {bc_ups:.1f} updates/s (batch {bc_batch}), act {bc_lat1:.3f} ms at batch 1\n")
     header = f"{'config':<10} {'batch':>5} {'updates/s':>10} {'× bc_all':>9} {'act ms (b=1)':>13} {'× bc_all':>9}"
     print(header + f" {'act ms/state (b=32)':>20}")
@@ -104,7 +111,7 @@ def main() -> None:
         )
         shape = f"actor {cfg.actor_hidden}×{cfg.actor_blocks} blocks, N={cfg.num_samples}, T={cfg.diffusion_steps}"
         print(f"{'':<10} ({shape})")
-    print("\ntarget: fisor_cpu act latency ≤ 2 ms per env step at batch 1")
+    print(f"\ntarget: fisor_cpu act latency ≤ 2 ms per env step at batch 1 ({_load()} at the end)")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ updates and its action sampling reproducible and checkpointable. No algorithm-sp
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from saferl.nn import draws
@@ -172,6 +173,39 @@ class LNResNet(nn.Module):
             x = block(x, generator)
         return self.out(self.act(x))
 
+    def eval_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``forward`` in eval mode (no dropout) as a closure over the parameters, for the sampler's T calls.
+
+        The same kernels on the same operands as the modules (``nn.Linear`` on a matrix is ``addmm(b, x, Wᵀ)``,
+        ``nn.LayerNorm`` is ``torch.layer_norm``, ``nn.Mish`` is ``F.mish``), so the results are bit-identical;
+        it only skips the module calls, attribute look-ups and per-call transposes, which cost more than the
+        tiny matmuls of batch-1 sampling. Build it per sampling call: it holds the parameters, not copies.
+        """
+
+        def act_fn(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+            return F.mish if type(module) is nn.Mish else module
+
+        def norm_fn(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+            if type(module) is nn.LayerNorm:
+                args = (module.normalized_shape, module.weight, module.bias, module.eps)
+                return lambda h: torch.layer_norm(h, *args)
+            return module
+
+        w_in, b_in, w_out, b_out = self.inp.weight.t(), self.inp.bias, self.out.weight.t(), self.out.bias
+        blocks = [
+            (norm_fn(b.norm), b.fc1.bias, b.fc1.weight.t(), act_fn(b.act), b.fc2.bias, b.fc2.weight.t())
+            for b in self.blocks
+        ]
+        out_act = act_fn(self.act)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            x = torch.addmm(b_in, x, w_in)
+            for norm, b1, w1, act, b2, w2 in blocks:
+                x = x + torch.addmm(b2, act(torch.addmm(b1, norm(x), w1)), w2)
+            return torch.addmm(b_out, out_act(x), w_out)
+
+        return run
+
 
 class NoisePredictor(nn.Module):
     """ε_θ(s, a_t, t) = LN-ResNet(concat(a_t, s, TimeEmbedding(t))) → [B, act_dim]."""
@@ -208,6 +242,27 @@ class NoisePredictor(nn.Module):
         """ε_θ with the time embedding given ([B, dim], or [1, dim] broadcast over the batch)."""
         emb = time_embedding.expand(noisy_action.shape[0], -1)
         return self.net(torch.cat([noisy_action, obs, emb], dim=-1), generator)
+
+    def eval_denoiser(self, obs: torch.Tensor, steps: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """(x_t, t) ↦ ε_θ(obs, x_t, t) in eval mode for fixed ``obs`` [B, obs_dim], equal to ``denoise``.
+
+        The network input [x_t | s | emb_t] lives in one buffer: s is written once per call, and each step
+        writes only x_t and its time's embedding row (two copies instead of expand + cat of all three).
+        """
+        with torch.no_grad():  # every call embeds the same T times: once per call, not once per step
+            emb = self.time(torch.arange(steps, device=obs.device)).unbind(0)
+        a, o = self.act_dim, obs.shape[1]
+        buf = torch.empty(obs.shape[0], a + o + emb[0].shape[0], device=obs.device, dtype=obs.dtype)
+        x_part, obs_part, emb_part = buf.split([a, o, emb[0].shape[0]], dim=1)  # views, made once per call
+        obs_part.copy_(obs)
+        net = self.net.eval_forward()
+
+        def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+            x_part.copy_(x)
+            emb_part.copy_(emb[t])  # broadcast over the rows
+            return net(buf)
+
+        return eps
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -267,13 +322,20 @@ def ddpm_sample(
     batch, device = obs.shape[0], obs.device
     x = torch.randn(batch, model.act_dim, device=device, dtype=obs.dtype, generator=generator)
     times = [*range(schedule.steps - 1, -1, -1), *([0] * repeat_last)]
-    # every row shares the time: embed the T times once, not T × batch rows
-    embeddings = model.time(torch.arange(schedule.steps, device=device))
+    if type(model) is NoisePredictor and not model.training:  # not a subclass: it may override denoise
+        denoise = model.eval_denoiser(obs, schedule.steps)  # same numbers, without the per-step module overhead
+    else:
+        # every row shares the time: embed the T times once, not T × batch rows
+        embeddings = model.time(torch.arange(schedule.steps, device=device))
+
+        def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+            return model.denoise(obs, x, embeddings[t : t + 1], generator)
+
     for t in times:
-        eps = model.denoise(obs, x, embeddings[t : t + 1], generator)
+        eps = denoise(x, t)
         z = torch.randn(x.shape, device=device, dtype=x.dtype, generator=generator) if t > 0 else None
         x = ddpm_step(eps, x, t, schedule, z, temperature, clip)
-    return x.clamp(-1.0, 1.0)
+    return x if clip else x.clamp(-1.0, 1.0)  # ddpm_step already clipped every step's result
 
 
 __all__ = [
