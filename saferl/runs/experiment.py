@@ -43,10 +43,8 @@ log = logging.getLogger("saferl")
 class RunPlan:
     """What a run (or every member of a K-seed run) resolved from its settings before any seed is built."""
 
-    s: RunSettings
     algo_cls: type[Algorithm]
     algo_cfg: AlgoConfig
-    steps: int
     init_state: dict[str, Any] | None
     online_wrap: Callable[[gym.Env], gym.Env] | None
     run: ResolvedRun
@@ -113,14 +111,14 @@ def plan_run(s: RunSettings, algo_opts: dict[str, Any]) -> RunPlan:
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None
     run, data = resolve_run(s, task, steps)
-    return RunPlan(s, algo_cls, algo_cfg, steps, init_state, online_wrap, run, data)
+    return RunPlan(algo_cls, algo_cfg, init_state, online_wrap, run, data)
 
 
 def start_member(plan: RunPlan, s: RunSettings) -> Member:
     """Seed ``s.seed``: seeded and built, its run directory and config written, its `Trainer` (resumed)."""
     algo, train_data = _build(plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state)
     run_dir = resolve_run_dir(s)
-    write_config(run_dir, s, plan.algo_cfg, plan.steps, plan.run.cost_limit, plan.run.dataset)
+    write_config(run_dir, s, plan.algo_cfg, plan.run.steps, plan.run.cost_limit, plan.run.dataset)
     log.info("run directory: %s", run_dir)
     trainer = Trainer(s, plan.run, algo, run_dir, from_init=plan.init_state is not None)
     return Member(s, algo, train_data, trainer)
@@ -130,7 +128,8 @@ def finish_member(
     plan: RunPlan, member: Member, final: evaluation.RolloutStats | None, online: OnlinePhase | None
 ) -> dict[str, Any]:
     """The final evaluation (unless the last step made one) and ``eval.json``."""
-    s, run, trainer, steps = member.s, plan.run, member.trainer, plan.steps
+    s, run, trainer = member.s, plan.run, member.trainer
+    steps = run.steps
     member.algo.eval()
     if final is None:
         final = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed, wrap_env=trainer.wrap_eval)
