@@ -19,7 +19,12 @@ hooks (`saferl.nn.draws`, the stack checks in `optimize`/`soft_update`) went in?
 saferl imported from DIR (a checkout of an earlier commit: ``git worktree add /tmp/before <commit>``) and from
 this checkout, alternately, three processes each, and prints the ratio of the medians.
 
-Usage: python benchmarks/seeds.py [--k 5] [--seconds 6] [--algos iql,td3bc] [--hidden 64] [--device cpu]
+``--profile ALGO`` prints where the time goes: torch profiler self CPU time per op group over 10 updates of the
+K single models against 10 updates of the stack, and the cost of one evaluation (20 PointRobot episodes) and
+the share of it spent in the policy's calls (what a batched evaluation of the K policies could merge).
+
+Usage: python benchmarks/seeds.py --profile cql [--k 5]
+       python benchmarks/seeds.py [--k 5] [--seconds 6] [--algos iql,td3bc] [--hidden 64] [--device cpu]
                                   [--threads 1] [--baseline /tmp/before]
 """
 
@@ -85,6 +90,8 @@ def worker(name: str, mode: str, k: int, seconds: float, device: str, threads: i
         sync(metrics)
         return count, time.perf_counter() - start
 
+    if mode == "profile":
+        return profile(algos, train, gens, states, config.batch_size, task)
     if mode == "plain":  # one model, the plain update (for --baseline)
         algo, data_k, gen = algos[0], train[0], gens[0]
         count, spent = timed(lambda: algo.update(algo.sample(data_k, config.batch_size, gen)), seconds)
@@ -105,6 +112,54 @@ def worker(name: str, mode: str, k: int, seconds: float, device: str, threads: i
     return {"seed_updates_per_s": k * count / spent}
 
 
+GROUPS = {
+    "GEMMs (bmm, baddbmm, addmm, mm)": ("aten::bmm", "aten::baddbmm", "aten::addmm", "aten::mm"),
+    "ReLU backward (threshold_backward)": ("aten::threshold_backward",),
+    "ReLU (clamp_min)": ("aten::clamp_min",),
+    "add": ("aten::add",),
+}
+
+
+def profile(algos: list, train: list, gens: list, states: list, batch_size: int, task) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from saferl.evaluation import rollout
+    from saferl.nn.members import MemberStack
+
+    stack = MemberStack(algos, states)
+
+    def singles() -> None:  # as K runs train: each model its 10 updates, one model after the other
+        for a, d, g in zip(algos, train, gens, strict=True):
+            for _ in range(10):
+                a.update(a.sample(d, batch_size, g))
+
+    def stacked() -> None:
+        for _ in range(10):
+            stack.update([a.sample(d, batch_size, g) for a, d, g in zip(algos, train, gens, strict=True)])
+
+    out: dict = {}
+    for label, fn in (("singles", singles), ("stack", stacked)):
+        fn()  # warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        out[label] = {name: sum(self_us.get(op, 0.0) for op in ops) / 1e6 for name, ops in GROUPS.items()}
+        out[label]["total"] = sum(self_us.values()) / 1e6
+    policy, spent = algos[0], [0.0]
+
+    def timed_act(obs):
+        t0 = time.perf_counter()
+        actions = policy.act(obs)
+        spent[0] += time.perf_counter() - t0
+        return actions
+
+    t0 = time.perf_counter()
+    rollout(task.env_id, timed_act, 20, seed=0)
+    out["eval"] = {"seconds": time.perf_counter() - t0, "policy_seconds": spent[0]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=5)
@@ -114,6 +169,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=0)
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--profile", default=None, metavar="ALGO")
     parser.add_argument("--worker", nargs=2, metavar=("ALGO", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -122,7 +178,7 @@ def main() -> None:
 
     import torch
 
-    def measure(name: str, mode: str, k: int, pythonpath: Path | None = None) -> float | None:
+    def run_worker(name: str, mode: str, k: int, pythonpath: Path | None = None) -> dict | None:
         cmd = [sys.executable, __file__, "--worker", name, mode, "--k", str(k), "--seconds", str(args.seconds)]
         cmd += ["--device", args.device, "--threads", str(args.threads), "--hidden", str(args.hidden)]
         env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None
@@ -130,7 +186,27 @@ def main() -> None:
         if proc.returncode != 0:
             print(f"<!-- {name} {mode} failed: {proc.stderr.strip().splitlines()[-1]} -->")
             return None
-        return json.loads(proc.stdout.strip().splitlines()[-1])["seed_updates_per_s"]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def measure(name: str, mode: str, k: int, pythonpath: Path | None = None) -> float | None:
+        out = run_worker(name, mode, k, pythonpath)
+        return None if out is None else out["seed_updates_per_s"]
+
+    if args.profile:
+        out = run_worker(args.profile, "profile", args.k)
+        if out is None:
+            return
+        print(f"{args.profile}, preset=cpu, K = {args.k}, 10 updates, torch profiler, self CPU time\n")
+        print(f"| op | K single models | one {args.k}-member stack |")
+        print("|---|---|---|")
+        for name in [*GROUPS, "total"]:
+            print(f"| {name} | {out['singles'][name]:.2f} s | {out['stack'][name]:.2f} s |")
+        ev = out["eval"]
+        print(
+            f"\none evaluation, 20 PointRobot episodes: {ev['seconds']:.2f} s, of which policy calls "
+            f"{ev['policy_seconds']:.2f} s ({ev['policy_seconds'] / ev['seconds']:.0%})"
+        )
+        return
 
     if args.baseline:
         print(f"plain single-seed updates/s, preset=cpu sizes, {args.threads} thread(s); baseline: saferl from")

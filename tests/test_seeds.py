@@ -2,13 +2,13 @@
 
 Tolerance. A member's update is the single run's arithmetic done by batched kernels (``bmm`` over the member
 axis instead of ``mm``), whose float32 sums run in another order: parameters agree to a few ulps after one update,
-and training amplifies such differences like any perturbation. Measured on these tiny problems (32-unit nets,
-batch 64, 100 updates): most algorithms stay within 1e-6 of their single run; CPQ's and BCQ-Lag's thresholded
-rules (a Q_c above/below the limit, a PID multiplier) turn a one-ulp difference into a flipped mask, so they
-drift further, as the single run itself does when its initial parameters move by one ulp (BCQ-Lag: 4e-2 after
-200 updates). The check therefore uses 1e-4 at 100 updates, and 40 updates for those two. A coupling bug
-(a shared statistic, a shared random stream, a global clip) gives differences of the order of the parameters
-themselves (1e-2 and more) within a few updates.
+and training amplifies such differences like any perturbation. On these tiny problems (32-unit nets, batch 64,
+100 updates) most algorithms stay far inside the tolerance below; CPQ's and BCQ-Lag's thresholded rules (a Q_c
+above/below the limit, a PID multiplier) turn a one-ulp difference into a flipped mask, so they drift further,
+as the single run itself does when its initial parameters move by one ulp. The check therefore uses 1e-4 at
+100 updates, and 40 updates for those two. A coupling bug (a shared statistic, a shared random stream, a global
+clip) gives differences of the order of the parameters themselves within a few updates
+(`test_members_are_not_coupled` asserts that neighbours differ by more than 100 × the tolerance).
 """
 
 from __future__ import annotations
