@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -256,13 +257,32 @@ def adam(params, lr: float, weight_decay: float = 0.0, decoupled: bool = False) 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
     """zero_grad → backward → (clip) → step for one loss and its optimizer (under a `MemberStack`: every
     member's step, with its own clipping)."""
+    optimize_accumulated(optimizer, (loss,), max_grad_norm)
+
+
+def optimize_accumulated(
+    optimizer: torch.optim.Optimizer, losses: Iterable[torch.Tensor], max_grad_norm: float | None = None
+) -> None:
+    """`optimize` for a loss that comes in parts (gradient accumulation over a batch's chunks): each part's
+    backward runs as soon as it is produced, so one chunk's graph is freed before the next chunk's forward.
+
+    The backward computes gradients for this optimizer's parameters only: what a loss would leave on other
+    parameters (a critic's, under the actor's loss) is never read, since every step zeroes its own first, and
+    skipping it drops the critic's weight-gradient matmuls from every actor update.
+    """
     stack = members.active()
     if stack is not None and stack.owns(optimizer):
-        stack.step(optimizer, loss, max_grad_norm)
+        stack.step(optimizer, losses, max_grad_norm)
         return
+    params = trainable(optimizer)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    for loss in losses:
+        loss.backward(inputs=params)
     if max_grad_norm is not None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
+
+
+def trainable(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters that take gradients."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]

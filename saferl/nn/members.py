@@ -20,7 +20,7 @@ batched; `MemberStack` reports the algorithm by name.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -172,21 +172,29 @@ class MemberStack:
     def owns(self, optimizer: torch.optim.Optimizer) -> bool:
         return optimizer in self.template.optimizers.values()
 
-    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float | None) -> None:
-        """The members' step for the template optimizer ``optimizer``, with the K losses as one ``[K]`` tensor."""
+    def step(
+        self, optimizer: torch.optim.Optimizer, losses: Iterable[torch.Tensor], max_grad_norm: float | None
+    ) -> None:
+        """The members' step for the template optimizer ``optimizer``; each loss is ``[K]``, one per member, and
+        several losses accumulate their gradients (`saferl.algos.base.optimize_accumulated`)."""
         key = next(k for k, o in self.template.optimizers.items() if o is optimizer)
+        stacked = self.optimizers[key]
+        params = [p for g in stacked.param_groups for p in g["params"] if p.requires_grad]
 
-        def step(physical_loss: torch.Tensor) -> None:
-            stacked = self.optimizers[key]
+        def start() -> None:
             for group, template_group in zip(stacked.param_groups, optimizer.param_groups, strict=True):
                 group["lr"] = template_group["lr"]  # schedulers step the template's optimizer
             stacked.zero_grad(set_to_none=True)
-            physical_loss.sum().backward()
+
+        def finish() -> None:
             if max_grad_norm is not None:
-                clip_per_member([p for g in stacked.param_groups for p in g["params"]], max_grad_norm)
+                clip_per_member(params, max_grad_norm)
             stacked.step()
 
-        _Escape.apply(step, loss)
+        _Escape.apply(start)
+        for loss in losses:
+            _Escape.apply(lambda physical_loss: physical_loss.sum().backward(inputs=params), loss)
+        _Escape.apply(finish)
 
     def lerp(self, targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
         n = len(targets)
