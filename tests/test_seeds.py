@@ -41,7 +41,7 @@ def small_config(cls: type[Algorithm], steps: int):
         if name in fields:  # a width per layer, or one width (FISOR's actor)
             over[name] = 32 if isinstance(fields[name].default, int) else (32, 32)
     if "embedding_dim" in fields:  # CDT: a short sequence model
-        over.update(embedding_dim=32, num_layers=1, seq_len=5, batch_size=16)
+        over.update(embedding_dim=32, num_layers=1, seq_len=5, batch_size=16, micro_batch=8)  # two chunks
     return cls.make_config(over)
 
 

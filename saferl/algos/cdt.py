@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize, optimize_accumulated
 from saferl.algos.registry import register
 from saferl.data import OfflineDataset
 from saferl.nn import draws
@@ -69,6 +69,10 @@ class CDTConfig(AlgoConfig):
     augment_deg: int = 4  # degree of the polynomial fitted to the Pareto frontier
     augment_min_reward: float = 0.05  # fraction of the return range the relabelled target sits above the frontier
     augment_max_reward_decrease: float = 1.0  # fraction of the return range a donor episode may fall below it
+    # sequences per forward/backward pass; the gradient is accumulated over a batch's chunks (the same loss).
+    # 0 = auto: 256 on CPU, where a 2,048-sequence pass spills out of the caches and runs 2.8x slower per
+    # sequence (benchmarks/throughput.md), the whole batch on CUDA
+    micro_batch: int = 0
 
 
 class SequenceBatch(NamedTuple):
@@ -218,6 +222,7 @@ class CDT(Algorithm):
         self.register_buffer("target_thresholds", torch.tensor(thresholds, dtype=torch.float32, device=ctx.device))
         self.register_buffer("target_returns", torch.zeros(len(thresholds), device=ctx.device))
         self._episodes: dict[str, torch.Tensor] | None = None
+        self.micro_batch = config.micro_batch or (256 if ctx.device.type == "cpu" else config.batch_size)
 
     # -- data -----------------------------------------------------------------------------------
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
@@ -316,6 +321,38 @@ class CDT(Algorithm):
     # -- update ---------------------------------------------------------------------------------
     def update(self, batch: SequenceBatch) -> dict[str, torch.Tensor]:
         cfg = self.config
+        temperature = self.log_temperature.exp()
+        n_valid, n_steps = batch.mask.sum(), batch.mask.numel()  # the batch's means divide by these
+        terms: dict[str, torch.Tensor] = {}  # each loss term as the whole batch's mean, summed over chunks
+
+        def chunk_losses():
+            for i in range(0, batch.mask.shape[0], self.micro_batch):
+                part = SequenceBatch(*(t[i : i + self.micro_batch] for t in batch))
+                # a chunk's means, weighted by its share of the batch: their sum is the whole batch's mean
+                share_valid, share_steps = part.mask.sum() / n_valid, part.mask.numel() / n_steps
+                log_lik, entropy, cost_nll = self._chunk_terms(part)
+                chunk = {"log_lik": log_lik * share_valid, "entropy": entropy * share_valid}
+                chunk["cost"] = cost_nll * share_steps
+                for name, value in chunk.items():
+                    terms[name] = terms[name] + value.detach() if name in terms else value.detach()
+                loss_act = -(chunk["log_lik"] + temperature.detach() * chunk["entropy"])
+                yield loss_act + cfg.loss_cost_weight * chunk["cost"]
+
+        # clips exactly the model's gradients, accumulated over the chunks
+        optimize_accumulated(self.optimizers["model"], chunk_losses(), max_grad_norm=cfg.clip_grad)
+        self.schedulers["model"].step()
+        loss_temp = temperature * (terms["entropy"] - self.target_entropy)
+        optimize(self.optimizers["temperature"], loss_temp)
+        return {
+            "action_nll": -terms["log_lik"],
+            "cost_loss": terms["cost"],
+            "entropy": terms["entropy"],
+            "temperature": temperature.detach(),
+        }
+
+    def _chunk_terms(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Over the real steps of ``batch``: mean log-likelihood of the data actions (tanh-Gaussian), one-sample
+        entropy estimate; over all its steps: mean NLL of the "this step costs" label."""
         valid = batch.mask > 0
         dist, cost_logits = self.model(
             batch.observations,
@@ -329,25 +366,12 @@ class CDT(Algorithm):
         pre_tanh = torch.atanh(batch.actions.clamp(-1 + eps, 1 - eps))
         log_lik = dist.log_prob(pre_tanh).sum(-1) - tanh_log_det(pre_tanh)
         sample = draws.rsample_normal(dist.loc, dist.scale)
-        entropy = -(dist.log_prob(sample).sum(-1) - tanh_log_det(sample))  # one-sample estimate
-        log_lik, entropy = masked_mean(log_lik, valid), masked_mean(entropy, valid)  # over real steps
-        temperature = self.log_temperature.exp()
-        loss_act = -(log_lik + temperature.detach() * entropy)
+        entropy = -(dist.log_prob(sample).sum(-1) - tanh_log_det(sample))
         labels = (batch.costs > 0).long()
-        loss_cost = (
+        cost_nll = (
             F.nll_loss(cost_logits.reshape(-1, 2), labels.reshape(-1), reduction="none") * batch.mask.reshape(-1)
         ).mean()
-        loss = loss_act + cfg.loss_cost_weight * loss_cost
-        optimize(self.optimizers["model"], loss, max_grad_norm=cfg.clip_grad)  # clips exactly the model's grads
-        self.schedulers["model"].step()
-        loss_temp = temperature * (entropy - self.target_entropy).detach()
-        optimize(self.optimizers["temperature"], loss_temp)
-        return {
-            "action_nll": -log_lik.detach(),
-            "cost_loss": loss_cost.detach(),
-            "entropy": entropy.detach(),
-            "temperature": temperature.detach(),
-        }
+        return masked_mean(log_lik, valid), masked_mean(entropy, valid), cost_nll
 
     # -- acting ---------------------------------------------------------------------------------
     def target_return(self, cost_target: float) -> float:
