@@ -7,8 +7,9 @@
     actor   maximise min Q(s, ξ(s, G(s))) − λ_PID·(min Q_c(s, ξ) − q_thres)
             with q_thres = κ·(1 − γ^T)/((1 − γ)·T), λ_PID from the PID controller on mean Q_c − q_thres
 
-Defaults from OSRL's `bcql_configs.py`. Deviation: the cost target is masked at terminal transitions like the
-reward target (OSRL bootstraps the cost through terminals).
+Defaults from OSRL's `bcql_configs.py`. Deviations: the cost target is masked at terminal transitions like the
+reward target (OSRL bootstraps the cost through terminals); both targets take their max over one shared set of
+candidates (OSRL draws one set per target).
 """
 
 from __future__ import annotations
@@ -87,13 +88,20 @@ class BCQLag(Algorithm):
         self.optimizers["critic"] = adam(self.critic.parameters(), lr=config.critic_lr)
         self.optimizers["cost_critic"] = adam(self.cost_critic.parameters(), lr=config.critic_lr)
 
-    def _target(self, critic: QEnsemble, signal: torch.Tensor, next_obs: torch.Tensor, done: torch.Tensor):
-        """signal + γ·(1 − done)·max over n perturbed VAE candidates of the soft clipped double Q at s'."""
+    def _candidates(self, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """n perturbed VAE actions per next state, with the states repeated to match ([B·n, ·] each). The reward
+        and the cost target share them (OSRL draws a set for each: the same distribution, and sharing saves one
+        decoder and actor pass over B·n states, a fifth of the update's FLOPs at the default sizes)."""
+        rep = next_obs.repeat_interleave(self.config.num_samples, dim=0)
+        return rep, self.actor_target(rep, self.vae.decode(rep))
+
+    def _target(
+        self, critic: QEnsemble, signal: torch.Tensor, candidates: tuple[torch.Tensor, torch.Tensor], done: torch.Tensor
+    ) -> torch.Tensor:
+        """signal + γ·(1 − done)·max over the candidates of the soft clipped double Q at s'."""
         cfg = self.config
-        n, b = cfg.num_samples, next_obs.shape[0]
-        rep = next_obs.repeat_interleave(n, dim=0)
-        q = soft_clipped_double_q(critic(rep, self.actor_target(rep, self.vae.decode(rep))), cfg.lmbda)
-        return signal + cfg.gamma * (1.0 - done) * q.view(b, n).amax(1)
+        q = soft_clipped_double_q(critic(*candidates), cfg.lmbda)
+        return signal + cfg.gamma * (1.0 - done) * q.view(signal.shape[0], cfg.num_samples).amax(1)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -103,8 +111,9 @@ class BCQLag(Algorithm):
         optimize(self.optimizers["vae"], loss_vae)
 
         with torch.no_grad():
-            target_r = self._target(self.critic_target, batch.rewards * cfg.reward_scale, next_obs, done)
-            target_c = self._target(self.cost_critic_target, batch.costs * cfg.cost_scale, next_obs, done)
+            candidates = self._candidates(next_obs)
+            target_r = self._target(self.critic_target, batch.rewards * cfg.reward_scale, candidates, done)
+            target_c = self._target(self.cost_critic_target, batch.costs * cfg.cost_scale, candidates, done)
         loss_q = (self.critic(obs, act) - target_r).pow(2).mean(1).sum()
         optimize(self.optimizers["critic"], loss_q)
         loss_qc = (self.cost_critic(obs, act) - target_c).pow(2).mean(1).sum()
