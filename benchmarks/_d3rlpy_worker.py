@@ -12,7 +12,7 @@ import torch
 
 
 def main() -> None:
-    algo_name, seconds, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    algo_name, seconds, threads, batch_size = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     import d3rlpy
     from d3rlpy.algos import CQLConfig, IQLConfig, SACConfig, TD3PlusBCConfig
@@ -30,7 +30,7 @@ def main() -> None:
         timeouts=timeouts,
     )
     enc = VectorEncoderFactory(hidden_units=[256, 256])
-    common = {"batch_size": 256, "actor_encoder_factory": enc, "critic_encoder_factory": enc}
+    common = {"batch_size": batch_size, "actor_encoder_factory": enc, "critic_encoder_factory": enc}
     configs = {
         "iql": lambda: IQLConfig(**common, value_encoder_factory=enc),
         "td3bc": lambda: TD3PlusBCConfig(**common),
@@ -42,12 +42,12 @@ def main() -> None:
     buffer = dataset  # MDPDataset is a ReplayBuffer
 
     def timed(with_sampling: bool) -> float:
-        batches = [buffer.sample_transition_batch(256) for _ in range(8)]
+        batches = [buffer.sample_transition_batch(batch_size) for _ in range(8)]
         for b in batches[:3]:
             algo.update(b)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            batch = buffer.sample_transition_batch(256) if with_sampling else batches[count % 8]
+            batch = buffer.sample_transition_batch(batch_size) if with_sampling else batches[count % 8]
             algo.update(batch)
             count += 1
         return count / (time.perf_counter() - start)

@@ -1,18 +1,24 @@
-"""Gradient updates/s of saferl's IQL, TD3+BC, CQL and EDAC (and SAC-N) against d3rlpy, in the same run.
+"""Gradient updates/s of saferl against d3rlpy (IQL, TD3+BC, CQL, EDAC, SAC-N) and OSRL (BCQ-Lag, CPQ, CDT),
+in the same run.
 
-Setting (the issue's): 256-256 networks, batch 256, obs 17, act 6, a synthetic 100k-transition dataset
-already in memory, CPU. Every configuration runs in a fresh process, one after the other (never two at
-once), so that they do not share cores. saferl is timed as its training loop runs it (batch sampling +
-update); d3rlpy is timed both with its own batch sampler and on pre-sampled batches ("update only").
-Also printed: samples/s, matmul FLOPs per update (torch's FlopCounterMode) and the fraction of the machine's
-measured fp32/bf16 GEMM peak that this reaches. Optional saferl variants: `amp=bf16` (bf16 autocast) and
-`compile=true` (torch.compile of the update).
+Settings: d3rlpy peers at 256-256 networks, batch 256; OSRL peers at OSRL's example-config sizes and batch
+(benchmarks/_osrl_worker.py lists them; they are saferl's defaults for these algorithms). Obs 17, act 6, a
+synthetic 100k-transition dataset (episodes of 1,000 steps, 10 % costly steps) already in memory, CPU. Every
+configuration runs in a fresh process, one after the other (never two at once), so that they do not share
+cores. saferl is timed as its training loop runs it (batch sampling + update); d3rlpy is timed both with its
+own batch sampler and on pre-sampled batches ("update only"); OSRL on pre-sampled batches only (its loop
+draws from a multi-process DataLoader), which can only favour it. Also printed: samples/s, matmul FLOPs per
+update (torch's FlopCounterMode) and the fraction of the machine's measured fp32 GEMM peak that this reaches.
+Optional saferl variants: `amp=bf16` (bf16 autocast) and `compile=true` (torch.compile of the update).
 
 d3rlpy has no EDAC; its SAC with 10 critics (SAC-N) is the nearest peer and is labelled so.
 
-Usage: python benchmarks/throughput.py [--seconds 8] [--threads 2] [--d3rlpy-python /path/to/venv/bin/python]
-       (make d3rlpy's venv with: python3 -m venv /tmp/d3rlpy-venv && /tmp/d3rlpy-venv/bin/pip install
-        torch==2.13.0 d3rlpy==2.8.1)
+Usage: python benchmarks/throughput.py [--seconds 8] [--threads 2] [--algos iql,...] [--variants fp32,bf16,compile]
+           [--d3rlpy-python /tmp/d3rlpy-venv/bin/python] [--osrl-python /tmp/osrl-venv/bin/python]
+   d3rlpy's venv: python3 -m venv /tmp/d3rlpy-venv && /tmp/d3rlpy-venv/bin/pip install torch==2.13.0 d3rlpy==2.8.1
+   OSRL's venv:   python3 -m venv /tmp/osrl-venv && /tmp/osrl-venv/bin/pip install torch==2.13.0 "numpy<2"
+                  gymnasium==0.29.1 pyyaml tqdm pyrallis scipy tensorboard
+                  && /tmp/osrl-venv/bin/pip install --no-deps osrl-lib==0.1.0 dsrl==0.1.0 fast-safe-rl==0.1.0
 """
 
 from __future__ import annotations
@@ -22,10 +28,32 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PEERS = {"iql": "iql", "td3bc": "td3bc", "cql": "cql", "edac": "sac10", "sac_n": "sac10"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    library: str  # the peer's library: "d3rlpy" or "osrl"
+    peer: str  # the peer's algorithm, as its worker names it
+    batch: int
+    fields: dict = field(default_factory=dict)  # saferl config fields (beyond the batch size)
+
+
+# d3rlpy peers at the issue's 256-256 / batch 256; OSRL peers at OSRL's example-config sizes, which are
+# saferl's defaults for these algorithms (benchmarks/_osrl_worker.py lists them)
+SETTINGS = {
+    "iql": Setting("d3rlpy", "iql", 256, {"hidden": [256, 256]}),
+    "td3bc": Setting("d3rlpy", "td3bc", 256, {"hidden": [256, 256]}),
+    "cql": Setting("d3rlpy", "cql", 256, {"hidden": [256, 256]}),
+    "edac": Setting("d3rlpy", "sac10", 256, {"hidden": [256, 256]}),
+    "sac_n": Setting("d3rlpy", "sac10", 256, {"hidden": [256, 256]}),
+    "bcq_lag": Setting("osrl", "bcq_lag", 512),
+    "cpq": Setting("osrl", "cpq", 512),
+    "cdt": Setting("osrl", "cdt", 2048),
+}
 
 
 def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: bool) -> dict:
@@ -42,7 +70,7 @@ def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: b
         observations=torch.randn(n, obs_dim, generator=g),
         actions=torch.rand(n, act_dim, generator=g) * 2 - 1,
         rewards=torch.randn(n, generator=g),
-        costs=torch.zeros(n),
+        costs=(torch.rand(n, generator=g) < 0.1).float(),  # CDT's cost head needs both labels
         next_observations=torch.randn(n, obs_dim, generator=g),
         terminals=torch.zeros(n),
         timeouts=torch.zeros(n),
@@ -59,14 +87,14 @@ def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: b
         device=torch.device("cpu"),
     )
     cls = get_algorithm(algo)
-    fields = {"batch_size": 256, "hidden": [256, 256]}
-    agent = cls(cls.make_config(fields), ctx)
+    setting = SETTINGS[algo]
+    agent = cls(cls.make_config({"batch_size": setting.batch, **setting.fields}), ctx)
     data = agent.prepare(data)
     update = torch.compile(agent.update) if compile_ else agent.update
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            return update(agent.sample(data, 256, g))
+            return update(agent.sample(data, setting.batch, g))
 
     for _ in range(5):
         step()
@@ -115,7 +143,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--d3rlpy-python", default="/tmp/d3rlpy-venv/bin/python")
-    parser.add_argument("--algos", default="iql,td3bc,cql,edac,sac_n")
+    parser.add_argument("--osrl-python", default="/tmp/osrl-venv/bin/python")
+    parser.add_argument("--algos", default=",".join(SETTINGS))
     parser.add_argument("--variants", default="fp32,bf16,compile")
     parser.add_argument("--worker", choices=["saferl", "peak"])
     parser.add_argument("--algo")
@@ -136,17 +165,25 @@ def main() -> None:
         f"bf16 {peak['bfloat16']:.0f} GFLOP/s"
     )
     variants = args.variants.split(",")
-    header = f"{'algo':<7} {'d3rlpy peer':<12} {'d3rlpy loop':>11} {'d3rlpy upd':>10}"
+    header = f"{'algo':<7} {'peer':<14} {'peer loop':>11} {'peer upd':>10}"
     for v in variants:
         header += f" {'saferl ' + v:>15} {'ratio':>6}"
     header += f" {'MFLOP/upd':>9} {'samples/s (fp32)':>16} {'% fp32 peak':>11}"
     print(header)
     results = {}
     for algo in args.algos.split(","):
-        peer = PEERS[algo]
-        d3 = run_json([args.d3rlpy_python, str(HERE / "_d3rlpy_worker.py"), peer, str(args.seconds), str(args.threads)])
-        row = f"{algo:<7} {peer:<12} {d3['with_sampling']:>11.1f} {d3['update_only']:>10.1f}"
-        results[algo] = {"d3rlpy": d3}
+        setting = SETTINGS[algo]
+        if setting.library == "d3rlpy":
+            worker = [args.d3rlpy_python, str(HERE / "_d3rlpy_worker.py"), setting.peer]
+        else:
+            worker = [args.osrl_python, str(HERE / "_osrl_worker.py"), setting.peer]
+        peer = run_json([*worker, str(args.seconds), str(args.threads), str(setting.batch)])
+        # OSRL has no sampler of its own in the timed loop (its DataLoader runs worker processes): it is
+        # timed on pre-sampled batches only, which can only favour it; saferl includes its sampling
+        peer_loop = peer.get("with_sampling", peer["update_only"])
+        label = f"{setting.library} {setting.peer}"
+        row = f"{algo:<7} {label:<14} {peer_loop:>11.3g} {peer['update_only']:>10.3g}"
+        results[algo] = {setting.library: peer}
         for v in variants:
             cmd = [
                 *me,
@@ -170,16 +207,17 @@ def main() -> None:
                 row += f" {'failed':>15} {'':>6}"
                 continue
             results[algo][v] = r
-            row += f" {r['updates_per_s']:>15.1f} {r['updates_per_s'] / d3['with_sampling']:>5.2f}x"
+            row += f" {r['updates_per_s']:>15.3g} {r['updates_per_s'] / peer_loop:>5.2f}x"
         fp32 = results[algo].get("fp32")
         if fp32 is None or "error" in fp32:
             print(row, flush=True)
             continue
         gflops = fp32["flops_per_update"] * fp32["updates_per_s"] / 1e9
-        mflop, samples = fp32["flops_per_update"] / 1e6, 256 * fp32["updates_per_s"]
+        mflop, samples = fp32["flops_per_update"] / 1e6, setting.batch * fp32["updates_per_s"]
         row += f" {mflop:>9.0f} {samples:>16,.0f} {100 * gflops / peak['float32']:>10.0f}%"
         print(row, flush=True)
-    print("ratio = saferl updates/s (sampling + update) / d3rlpy updates/s (its sampler + update)")
+    print("ratio = saferl updates/s (sampling + update) / peer updates/s")
+    print("        (d3rlpy: its sampler + update; OSRL: update only, on batches sampled before the clock starts)")
     print(json.dumps({"peak": peak, "results": results}))
 
 
