@@ -72,37 +72,17 @@ def build(algo: str, batch: int):
                 (torch.rand(batch, seq, generator=g) < 0.1).float(),
             ]
     else:
-        if algo == "bcq_lag":
-            model = BCQL(
-                OBS,
-                ACT,
-                1.0,
-                a_hidden_sizes=[256, 256],
-                c_hidden_sizes=[256, 256],
-                vae_hidden_sizes=400,
-                sample_action_num=10,
-                num_q=1,
-                num_qc=1,
-                episode_len=EPISODE_LEN,
-            )
-            trainer = BCQLTrainer(model, None, actor_lr=1e-3, critic_lr=1e-3, vae_lr=1e-3, reward_scale=0.1)
-        else:
-            model = CPQ(
-                OBS,
-                ACT,
-                1.0,
-                a_hidden_sizes=[300, 300],
-                c_hidden_sizes=[400, 400],
-                vae_hidden_sizes=400,
-                sample_action_num=10,
-                num_q=2,
-                num_qc=2,
-                beta=0.5,
-                episode_len=EPISODE_LEN,
-            )
-            trainer = CPQTrainer(
-                model, None, actor_lr=1e-4, critic_lr=1e-3, alpha_lr=1e-3, vae_lr=1e-3, reward_scale=0.1
-            )
+        # (model class, its sizes, trainer class, its learning rates): OSRL's example configs
+        common = {"vae_hidden_sizes": 400, "sample_action_num": 10, "episode_len": EPISODE_LEN}
+        model_cls, sizes, trainer_cls, rates = {
+            "bcq_lag": (BCQL, {"a_hidden_sizes": [256, 256], "c_hidden_sizes": [256, 256], "num_q": 1, "num_qc": 1},
+                        BCQLTrainer, {"actor_lr": 1e-3, "critic_lr": 1e-3, "vae_lr": 1e-3}),
+            "cpq": (CPQ, {"a_hidden_sizes": [300, 300], "c_hidden_sizes": [400, 400], "num_q": 2, "num_qc": 2,
+                          "beta": 0.5},
+                    CPQTrainer, {"actor_lr": 1e-4, "critic_lr": 1e-3, "alpha_lr": 1e-3, "vae_lr": 1e-3}),
+        }[algo]  # fmt: skip
+        model = model_cls(OBS, ACT, 1.0, **common, **sizes)
+        trainer = trainer_cls(model, None, reward_scale=0.1, **rates)
 
         def make_batch():
             return [
