@@ -23,7 +23,7 @@ import torch
 from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch
-from saferl.nn import ActionVAE, QEnsemble, TanhGaussianActor, per_step_cost_threshold, soft_update
+from saferl.nn import ActionVAE, QEnsemble, TanhGaussianActor, draws, per_step_cost_threshold, soft_update
 
 
 @dataclass
@@ -80,8 +80,10 @@ class CPQ(Algorithm):
         cfg = self.config
         n, b = cfg.num_samples, obs.shape[0]
         rep = obs.repeat(n, 1)
-        with torch.no_grad():
-            samples, _ = self.actor(rep, with_logprob=False)
+        with torch.no_grad():  # n samples per state from one evaluation of the actor's distribution
+            dist = self.actor.distribution(obs)
+            pre_tanh = draws.rsample_normal(dist.loc.repeat(n, 1), dist.scale.repeat(n, 1))
+            samples = self.actor.scale(torch.tanh(pre_tanh))
             mean, std = self.vae.encode(rep, samples)
             kl = ActionVAE.kl(mean, std).mean(-1)
             chosen = kl.topk(ood_count(n * b, cfg.ood_quantile)).indices
