@@ -4,7 +4,13 @@ from saferl.safety import ControlAffineCBF, SafetyFilter
 env = SafetyFilter(gym.make("saferl/PointRobot-v0"), ControlAffineCBF.for_task("point-robot", alpha=5.0))
 """
 
-from saferl.safety.barriers import Barrier, ControlAffineCBF, CostCriticBarrier
+from saferl.safety.barriers import (
+    Barrier,
+    BarrierArgumentError,
+    BarrierSignatureError,
+    ControlAffineCBF,
+    CostCriticBarrier,
+)
 from saferl.safety.filter import (
     ON_INFEASIBLE,
     CorrectsActions,
@@ -31,6 +37,8 @@ from saferl.safety.velocity import VelocityBarrier, fit_velocity_model
 __all__ = [
     "AutoSolver",
     "Barrier",
+    "BarrierArgumentError",
+    "BarrierSignatureError",
     "ControlAffineCBF",
     "CorrectsActions",
     "CostCriticBarrier",
