@@ -288,7 +288,7 @@ def test_missing_dataset_and_bad_override_fail_before_training(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # end to end (tiny suites)
 
-# an agent whose runs fail after training (the final evaluation rejects eval_episodes=0)
+# an agent whose runs fail before training (eval_episodes=0 is refused when the run starts)
 BROKEN = '+suite.algos.broken={algo:bc_all,overrides:["steps=20","algo.hidden=[32,32]","eval_episodes=0"]}'
 SMOKE = ["suite=smoke", BROKEN, "bootstrap_reps=200"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -148,6 +149,12 @@ class Algorithm(nn.Module):
                 f"{', '.join(sorted(fields))}"
             )
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        for name, value in values.items():
+            problem = _field_problem(name, value)
+            if problem:
+                default = fields[name].default
+                hint = f" (its default is {default!r})" if default is not dataclasses.MISSING else ""
+                raise ValueError(f"algo.{name}={value!r} is not allowed: {problem}{hint}")
         return cls.Config(**values)
 
     # -- hooks for the training loop ------------------------------------------------------------
@@ -246,6 +253,34 @@ class Algorithm(nn.Module):
             sched.load_state_dict(state["schedulers"][key])
         self.num_updates = state.get("num_updates", 0)
         return result
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with an algorithm option, judged by its name alone (the conventions every config follows):
+    batch sizes and ensemble/sample counts are whole numbers >= 1, learning rates finite and >= 0, hidden sizes
+    whole numbers >= 1, discounts in [0, 1], the algorithm's default ``steps`` a whole number >= 0. None when
+    the value is fine or the name follows no convention."""
+    if name == "batch_size" or name.endswith("_batch_size") or name.startswith("num_"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"{name} must be a whole number >= 1; use e.g. algo.{name}={256 if 'batch' in name else 2}"
+    elif name in ("lr", "learning_rate") or name.endswith("_lr"):
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            return f"a learning rate must be a finite number >= 0; use e.g. algo.{name}=3e-4"
+    elif name == "hidden" or name.endswith("_hidden"):
+        sizes = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes):
+            return f"hidden layer sizes must be whole numbers >= 1; use e.g. algo.{name}=[256,256]"
+    elif name in ("discount", "gamma"):
+        if not _is_number(value) or not 0.0 <= value <= 1.0:
+            return f"a discount must lie in [0, 1]; use e.g. algo.{name}=0.99"
+    elif name == "steps":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return "the algorithm's default training length must be a whole number >= 0; use e.g. algo.steps=10000"
+    return None
 
 
 def adam(params, lr: float, weight_decay: float = 0.0, decoupled: bool = False) -> torch.optim.Optimizer:

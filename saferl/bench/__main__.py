@@ -66,6 +66,25 @@ def compose_bench(argv: list[str]) -> Any:
         ) from None
 
 
+def check_options(cfg: Any) -> None:
+    """The bench's own options, before a suite is expanded or a worker started."""
+    from saferl.bench.suite import SuiteError
+
+    def whole(name: str, least: int, fix: str, allow_none: bool = False) -> None:
+        value = cfg[name]
+        if value is None and allow_none:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise SuiteError(f"{name}={value!r} is not allowed: {name} must be >= {least} (a whole number); {fix}")
+
+    if cfg.launcher not in ("local", "ray"):
+        raise SuiteError(f"launcher={cfg.launcher!r} is not known; use launcher=local or launcher=ray")
+    whole("workers", 1, "use workers=null (one per core) or a number of worker processes", allow_none=True)
+    whole("threads", 1, "use threads=1 (one single-threaded process per core is the fastest on CPUs)")
+    whole("max_attempts", 1, "use max_attempts=2 (a run is retried once), or 1 for no retry")
+    whole("bootstrap_reps", 1, "use bootstrap_reps=10000 (the default), or fewer for a quick look")
+
+
 def _quote(arg: str) -> str:
     import shlex
 
@@ -196,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors():
         command, overrides = _split_command(argv)
         cfg = compose_bench(overrides)
+        check_options(cfg)
         suite = parse_suite(cfg.suite)
         runs_root = Path(cfg.runs_root)
         extra = tuple(cfg.overrides)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from saferl.runs.errors import SaferlError
+
+log = logging.getLogger("saferl")
 
 # Options that change where or how a run executes, not what it computes: left out of the run's identity.
 _NOT_IDENTITY = (
@@ -278,6 +281,21 @@ def _validate(config: dict[str, Any], where: str) -> None:
         raise SuiteError(f"{where}: seeds={settings.seeds} in an override; give the seeds as the suite's seeds: list")
 
 
+def value_problem(config: dict[str, Any]) -> str | None:
+    """What each of the runs composed from ``config`` will refuse before training (a budget, an interval, an
+    episode count or a cost limit out of range: `saferl.runs.settings.check_settings`), or None."""
+    from saferl.algos import get_algorithm
+    from saferl.runs.settings import check_settings, offline_steps, settings_from
+
+    settings, algo_opts = settings_from(dict(config))
+    algo_cls = get_algorithm(settings.algo)
+    try:
+        check_settings(settings, algo_cls, offline_steps(settings, algo_cls.make_config(algo_opts).steps))
+    except SaferlError as err:
+        return str(err)
+    return None
+
+
 def run_hash(config: dict[str, Any]) -> str:
     identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -296,6 +314,7 @@ def expand(
     from saferl.runs.resolve import resolve_cost_limit
 
     specs: list[RunSpec] = []
+    refused: list[str] = []  # agents whose every run will refuse its options before training
     for entry in suite.tasks:
         task = get_task(entry.name)
         kappas = suite.thresholds(entry.name)
@@ -309,6 +328,9 @@ def expand(
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")
             # threshold-free agents train at the run's own cost limit, resolved as every run resolves it
             run_kappas = kappas if agent.per_threshold else (resolve_cost_limit(composed.get("cost_limit"), task),)
+            problem = value_problem({**composed, "cost_limit": float(run_kappas[0])})
+            if problem:
+                refused.append(f"agent {agent.label} on {entry.name}: {problem}")
             for kappa in run_kappas:
                 for seed in suite.seeds:
                     config = {**composed, "seed": seed, "cost_limit": float(kappa)}
@@ -329,6 +351,11 @@ def expand(
                             config=config,
                         )
                     )
+    n_pairs = len(suite.tasks) * len(suite.agents)
+    if refused and len(refused) == n_pairs:  # nothing could train: say so now instead of failing every run
+        raise SuiteError(f"suite {suite.name}: every run would refuse its options:\n  - " + "\n  - ".join(refused))
+    for line in refused:  # one failing agent never stops a suite: its runs fail (and say why), the others train
+        log.warning("suite %s: the runs of %s will fail", suite.name, line)
     return specs
 
 

@@ -58,9 +58,20 @@ def save_checkpoint(
 def read_checkpoint(path: Path, label: str | None = None) -> dict[str, Any]:
     """A checkpoint's contents on the CPU; a damaged file is a `SaferlError` naming ``label`` (or the path)."""
     try:
-        return torch.load(path, map_location=MAP_LOCATION, weights_only=False)
+        state = torch.load(path, map_location=MAP_LOCATION, weights_only=False)
     except Exception as err:  # noqa: BLE001  (torch raises many types for damaged files)
-        raise SaferlError(f"{label or path}: cannot read the checkpoint ({err}); it may be corrupt") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SaferlError(
+            f"{label or path}: cannot read the checkpoint {path} ({first}); the file is corrupt or truncated "
+            "(a copy that did not finish?): copy it again, or point at another checkpoint or run directory"
+        ) from None
+    missing = [k for k in ("step", "algo", "settings") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise SaferlError(
+            f"{label or path}: {path} is not a saferl checkpoint (no {', '.join(missing)}); pass a "
+            "checkpoints/last.pt or checkpoints/offline.pt that saferl.run wrote"
+        )
+    return state
 
 
 def restore(state: dict[str, Any], algo: Algorithm, sampler: torch.Generator) -> None:

@@ -22,7 +22,7 @@ from saferl.algos import AlgoConfig, Algorithm, get_algorithm
 from saferl.data import OfflineDataset
 from saferl.envs import get_task
 from saferl.runs.errors import SaferlError
-from saferl.runs.load import load_init
+from saferl.runs.load import check_init, load_init
 from saferl.runs.phases import OfflinePhase, OnlinePhase
 from saferl.runs.resolve import ResolvedRun, online_filter, resolve_run
 from saferl.runs.rundir import EVAL_FILE, is_finished, resolve_run_dir, write_config, write_json_atomic
@@ -76,7 +76,12 @@ def run_experiment(cfg: Any) -> dict[str, Any] | list[dict[str, Any]]:
         return run_seeds(s, algo_opts)
     if s.resume and s.run_dir and is_finished(Path(s.run_dir)):
         return finished_result(s)
-    plan = plan_run(s, algo_opts)
+    return train_member(plan_run(s, algo_opts), s)[0]
+
+
+def train_member(plan: RunPlan, s: RunSettings) -> tuple[dict[str, Any], Member]:
+    """One seed's run, as the CLI and `saferl.api` both train it: its member, the offline phase, the online one
+    if asked, the final evaluation; returns the ``eval.json`` payload and the member."""
     member = start_member(plan, s)
     trainer = member.trainer
     online: OnlinePhase | None = None
@@ -87,7 +92,7 @@ def run_experiment(cfg: Any) -> dict[str, Any] | list[dict[str, Any]]:
             final = trainer.run_phase(online)
     finally:
         trainer.close()
-    return finish_member(plan, member, final, online)
+    return finish_member(plan, member, final, online), member
 
 
 def finished_result(s: RunSettings) -> dict[str, Any]:
@@ -104,9 +109,10 @@ def plan_run(s: RunSettings, algo_opts: dict[str, Any]) -> RunPlan:
     algo_cls = get_algorithm(s.algo)
     algo_cfg = make_algo_config(algo_cls, algo_opts)
     steps = offline_steps(s, algo_cfg.steps)
-    check_settings(s, algo_cls)
+    check_settings(s, algo_cls, steps)
     init_state = load_init(s.init_from) if s.init_from else None
     if init_state is not None:  # the offline phase happened in another run
+        check_init(init_state, s.init_from, s.algo, s.env, s.allow_env_mismatch)
         steps = int(init_state["step"])
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None

@@ -42,7 +42,12 @@ def resolve_cost_limit(cost_limit: float | None, task: TaskSpec) -> float:
 
 
 def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SaferlError(
+            f"device={name!r} is not a torch device; use device=cpu, device=cuda or device=cuda:<n>"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SaferlError(f"device={name} but torch sees no CUDA device (torch {torch.__version__}); use device=cpu")
     return device

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from saferl import evaluation
+from saferl.algos import get_algorithm
 from saferl.console import ProgressBar
 from saferl.nn.members import MemberStack, torch_rng_state
 from saferl.runs.errors import SaferlError
@@ -47,7 +48,10 @@ def member_settings(s: RunSettings, seed: int) -> RunSettings:
 
 
 def check_seeds(s: RunSettings) -> list[int]:
-    seeds = [int(k) for k in s.seeds or []]
+    raw = s.seeds if isinstance(s.seeds, list | tuple) else [s.seeds]
+    if not all(isinstance(k, int) and not isinstance(k, bool) for k in raw):
+        raise SaferlError(f"seeds={s.seeds!r} is not a list of whole numbers; use e.g. 'seeds=[0,1,2]'")
+    seeds = [int(k) for k in raw]
     if not seeds:
         raise SaferlError("seeds=[] names no seed; give a list such as 'seeds=[0,1,2]', or seed=<k> for one run")
     if len(set(seeds)) != len(seeds):
@@ -84,12 +88,12 @@ def run_seeds(s: RunSettings, algo_opts: dict[str, Any]) -> list[dict[str, Any]]
     settings = [member_settings(s, k) for k in seeds]
     if s.resume and all(m.run_dir and is_finished(Path(m.run_dir)) for m in settings):
         return [finished_result(m) for m in settings]
-    plan = plan_run(settings[0], algo_opts)
-    if not plan.algo_cls.batched_seeds:
+    if not get_algorithm(s.algo).batched_seeds:  # before any data is loaded
         raise SaferlError(
             f"{s.algo} cannot train several seeds as one batched model (its update does not run under "
             "torch.func.vmap); run one process per seed (seed=<k>) instead"
         )
+    plan = plan_run(settings[0], algo_opts)
     members: list[Member] = []
     rng_states, np_states, py_states = [], [], []
     for m in settings:

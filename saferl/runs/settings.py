@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,14 @@ def make_algo_config(algo_cls: type[Algorithm], algo_opts: dict[str, Any]) -> Al
 
 def offline_steps(s: RunSettings, default: int) -> int:
     """``steps=`` and its offline→online name ``offline_steps=`` (they must agree when both are given)."""
+    for name in ("steps", "offline_steps"):
+        value = getattr(s, name)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise SaferlError(
+                f"{name}={value!r} is not allowed: {name} is a number of gradient updates, a whole number >= 1; "
+                f"use e.g. {name}=10000, or "
+                f"{name}=null for the algorithm's default"
+            )
     if s.offline_steps is not None and s.steps is not None and int(s.offline_steps) != int(s.steps):
         raise SaferlError(
             f"steps={s.steps} and offline_steps={s.offline_steps} disagree; they name the same thing, give one"
@@ -83,8 +92,66 @@ def offline_steps(s: RunSettings, default: int) -> int:
     return int(value if value is not None else default)
 
 
-def check_settings(s: RunSettings, algo_cls: type[Algorithm]) -> None:
-    """The options that must make sense together before anything is loaded or written."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, least: int, fix: str) -> None:
+    if not _is_int(value) or value < least:
+        raise SaferlError(f"{name}={value!r} is not allowed: {name} must be >= {least} (a whole number); {fix}")
+
+
+def check_values(s: RunSettings, steps: int, online_capable: bool = True) -> None:
+    """Each option on its own: budgets, intervals, episode counts, the cost limit (``steps`` = the resolved
+    offline length). Every message names the value and what to use instead."""
+    if not _is_int(steps) or steps < 0:
+        raise SaferlError(
+            f"steps={steps!r} is not allowed: steps is the number of gradient updates, an integer >= 1; "
+            "use e.g. steps=10000, or steps=null for the algorithm's default"
+        )
+    _check_int("online_steps", s.online_steps, 0, "use online_steps=0 for an offline-only run, or N env steps")
+    if steps == 0 and s.online_steps == 0 and not s.init_from:
+        raise SaferlError(
+            f"steps=0 with online_steps=0 trains nothing (algo={s.algo}): the result would be an untrained "
+            "policy; use steps=<N> > 0 gradient updates"
+            + (", or online_steps=<N> env steps for an online phase" if online_capable else "")
+        )
+    _check_int("eval_episodes", s.eval_episodes, 1, "use e.g. eval_episodes=20")
+    _check_int("eval_every", s.eval_every, 0, "use eval_every=0 to evaluate only at the end, or N steps")
+    _check_int("log_every", s.log_every, 1, "use a positive interval in steps, e.g. log_every=500")
+    _check_int(
+        "checkpoint_every",
+        s.checkpoint_every,
+        1,
+        "use a positive interval in steps, e.g. checkpoint_every=2000 (the last step is always checkpointed)",
+    )
+    _check_int("online_eval_every", s.online_eval_every, 0, "use online_eval_every=0 for ten evaluations, or N")
+    _check_int("online_envs", s.online_envs, 1, "use online_envs=1 (or more envs stepped in lock-step)")
+    if s.threads is not None:
+        _check_int("threads", s.threads, 0, "use threads=null (torch's default) or a number of threads >= 1")
+    if not _is_int(s.seed):
+        raise SaferlError(f"seed={s.seed!r} is not an integer; use e.g. seed=0")
+    if s.cost_limit is not None:
+        try:
+            limit = float(s.cost_limit)
+        except (TypeError, ValueError):
+            limit = math.nan
+        if isinstance(s.cost_limit, bool) or not math.isfinite(limit) or limit < 0:
+            raise SaferlError(
+                f"cost_limit={s.cost_limit!r} is not allowed: the episode cost limit must be a finite number >= 0 "
+                "(0 = no cost at all); use e.g. cost_limit=10, or cost_limit=null for the task's default"
+            )
+
+
+def check_settings(s: RunSettings, algo_cls: type[Algorithm], steps: int | None = None) -> None:
+    """The options that must make sense together before anything is loaded or written (``steps``: the resolved
+    offline length; None skips the checks of each value on its own)."""
+    if s.safety_filter not in ("none", "cbf"):
+        raise SaferlError(
+            f"safety_filter={s.safety_filter!r} is not known; use safety_filter=none or safety_filter=cbf"
+        )
+    if steps is not None:
+        check_values(s, steps, algo_cls.online_mode is not None)
     if s.online_steps < 0:
         raise SaferlError(f"online_steps must be >= 0, got {s.online_steps}")
     if s.online_steps > 0 and algo_cls.online_mode is None:
