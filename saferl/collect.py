@@ -3,27 +3,126 @@ their summary and save a (cost return, reward return) scatter plot next to each.
 
 MuJoCo tasks train SAC behaviour policies first (stable-baselines3); an interrupted build resumes from its
 finished SAC segments and rollouts when the same command is run again.
+
+`python -m saferl.collect import=<file.hdf5> env=<task or DSRL id> [dataset_id=...] [zero_costs=true]
+[check_next_observations=false] [overwrite=true]` converts a DSRL / D4RL HDF5 file instead
+(`saferl.data.hdf5_import`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from saferl.cli import setup_logging, user_errors
 from saferl.console import print_table
 from saferl.data import build, load, minari_io, recipe_for
 from saferl.data.coverage import hazard_coverage, reward_frontier
+from saferl.data.hdf5_import import DSRL_TASKS, default_dataset_id, from_hdf5, resolve_task
 from saferl.data.plots import scatter_plot
-from saferl.data.sb3_recipe import SB3Recipe, build_sb3, safe_fractions
-from saferl.envs import get_task
+from saferl.data.recipes import RECIPES, SB3_RECIPES
+from saferl.data.sb3_recipe import BUDGETS, SB3Recipe, build_sb3, safe_fractions
+from saferl.errors import SaferlError
 
 log = logging.getLogger("saferl")
+
+# import= keys; the ones collect.yaml does not declare are passed to Hydra as appends (+key=value)
+IMPORT_KEYS = ("import", "dataset_id", "zero_costs", "check_next_observations")
+
+# `env=<DSRL id>` selects the saferl task it maps to: env group entries without a yaml file each
+for _dsrl_id, _name in DSRL_TASKS.items():
+    ConfigStore.instance().store(group="env", name=_dsrl_id, node={"name": _name})
+
+
+class CollectError(SaferlError, ValueError):
+    """A bad argument of `python -m saferl.collect` (or `collect()`)."""
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise CollectError(f"{name} must be an integer >= {minimum} (or null), got {value!r}")
+    if value < minimum:
+        raise CollectError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CollectError(f"{name} must be true or false, got {value!r}")
+
+
+def writable_root() -> Path:
+    """The datasets root, failing before any work when it cannot be created or written."""
+    try:
+        root = minari_io.datasets_root()  # Minari creates it
+    except OSError as err:
+        raise CollectError(
+            f"cannot create the datasets root {os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')}: "
+            f"{err.strerror}. Set MINARI_DATASETS_PATH to a writable directory"
+        ) from None
+    check_writable(root)
+    return root
+
+
+def check_writable(root: Path) -> None:
+    """Fail when ``root`` (or its first existing parent) is not a writable directory."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CollectError(
+            f"cannot write datasets under {root}: {existing} is not a directory. Set MINARI_DATASETS_PATH to a "
+            "writable directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CollectError(
+            f"cannot write datasets under {root}: {existing} is not writable. Set MINARI_DATASETS_PATH to a "
+            "writable directory"
+        )
+
+
+def _check_collect_args(
+    task_name: str, dataset_id: str, seed: Any, episodes: Any, overwrite: Any, progress: Any, budget: Any, workers: Any
+) -> None:
+    if budget not in BUDGETS:
+        raise CollectError(f"unknown budget {budget!r}; valid budgets: {', '.join(BUDGETS)}")
+    _check_int("seed", seed, 0)
+    _check_int("episodes", episodes, 1)
+    _check_int("workers", workers, 1)
+    _check_bool("overwrite", overwrite)
+    _check_bool("progress", progress)
+    recipe = recipe_for(dataset_id)
+    own = sorted(
+        [i for i, r in RECIPES.items() if r.task == task_name]
+        + [i for r in SB3_RECIPES.values() if r.task == task_name for i in r.dataset_ids()]
+    )
+    if recipe is None:
+        raise CollectError(
+            f"no saferl recipe builds dataset {dataset_id!r}; task {task_name} builds: {', '.join(own) or 'none'}. "
+            "To convert a DSRL / D4RL file, use import=<file.hdf5>"
+        )
+    if recipe.task != task_name:
+        raise CollectError(
+            f"dataset {dataset_id} is built by task {recipe.task}'s recipe, not {task_name}'s; run with "
+            f"env={recipe.task}, or pick one of {', '.join(own) or 'none'}"
+        )
+    if isinstance(recipe, SB3Recipe) and episodes is not None:
+        raise CollectError("episodes= sets the size of the 2-D navigation recipes; MuJoCo recipes use budget=")
+
+
+def _unwritable(err: OSError) -> bool:
+    return err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
 
 
 def collect(
@@ -37,22 +136,32 @@ def collect(
     workers: int | None = None,
 ) -> dict:
     """Build the task's datasets; returns {dataset id: summary}."""
-    task = get_task(env)
+    task = resolve_task(env)
     dataset_id = dataset or task.dataset_id
+    _check_collect_args(task.name, dataset_id, seed, episodes, overwrite, progress, budget, workers)
     recipe = recipe_for(dataset_id)
+    root = writable_root()
     start = time.perf_counter()
-    if isinstance(recipe, SB3Recipe):
-        if episodes is not None:
-            raise ValueError("episodes= sets the size of the 2-D navigation recipes; MuJoCo recipes use budget=")
-        paths = build_sb3(recipe, seed, budget, overwrite, progress, workers)
-    else:
-        if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
-            raise minari_io.DatasetError(
-                f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; "
-                "pass overwrite=true to rebuild it"
+    try:
+        if isinstance(recipe, SB3Recipe):
+            paths = build_sb3(recipe, seed, budget, overwrite, progress, workers)
+        else:
+            if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
+                raise minari_io.DatasetError(
+                    f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; "
+                    "pass overwrite=true to rebuild it"
+                )
+            path = build(
+                dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress, budget=budget
             )
-        path = build(dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress, budget=budget)
-        paths = {dataset_id: path}
+            paths = {dataset_id: path}
+    except OSError as err:
+        if not _unwritable(err):
+            raise
+        raise CollectError(
+            f"cannot write dataset {dataset_id} under {root}: {err}. Set MINARI_DATASETS_PATH to a writable "
+            "directory with free space"
+        ) from None
     seconds = round(time.perf_counter() - start, 2)
     summaries = {}
     others = []
@@ -124,15 +233,97 @@ def collect(
     return summaries
 
 
+def import_file(
+    path: str | os.PathLike,
+    env: str,
+    dataset_id: str | None = None,
+    zero_costs: bool = False,
+    check_next_observations: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Convert a DSRL / D4RL HDF5 file (`saferl.data.from_hdf5`), print its summary; returns the summary."""
+    _check_bool("zero_costs", zero_costs)
+    _check_bool("check_next_observations", check_next_observations)
+    _check_bool("overwrite", overwrite)
+    if dataset_id is not None and not isinstance(dataset_id, str):
+        raise CollectError(f"dataset_id must be a Minari id such as saferl/<Task>/imported-v0, got {dataset_id!r}")
+    task = resolve_task(env)
+    dataset_id = dataset_id or default_dataset_id(task)
+    root = writable_root()
+    start = time.perf_counter()
+    try:
+        path = from_hdf5(
+            path,
+            env,
+            dataset_id,
+            zero_costs=zero_costs,
+            check_next_observations=check_next_observations,
+            overwrite=overwrite,
+        )
+    except OSError as err:
+        if not _unwritable(err):
+            raise
+        raise CollectError(
+            f"cannot write dataset {dataset_id} under {root}: {err}. Set MINARI_DATASETS_PATH to a writable "
+            "directory with free space"
+        ) from None
+    data = load(dataset_id)
+    costs = data.episode_costs.cpu().numpy()
+    meta = data.metadata
+    summary = data.summary() | {
+        "seconds": round(time.perf_counter() - start, 2),
+        "path": str(path),
+        "safe_fraction": safe_fractions(costs, task.cost_thresholds),
+        "reward_return_mean": float(data.episode_rewards.mean()),
+        "cost_return_mean": float(costs.mean()),
+    }
+    plot = scatter_plot(data, path / "scatter.png", title=dataset_id, thresholds=task.cost_thresholds)
+    rows = [
+        ["source", meta["source"]],
+        ["task", f"{task.name} ({task.env_id})"],
+        ["episodes", summary["episodes"]],
+        ["transitions", summary["transitions"]],
+        ["reward return", f"{summary['reward_return_min']:.4f} … {summary['reward_return_max']:.4f}"],
+        [
+            "cost return",
+            "0 (zero_costs=true)" if zero_costs else f"{summary['cost_return_min']:g} … {summary['cost_return_max']:g}",
+        ],
+        ["safe episodes", ", ".join(f"{v:.0%} at κ={k}" for k, v in summary["safe_fraction"].items())],
+        ["last episode cut off (kept, truncated)", "yes" if meta["tail_truncated"] else "no"],
+        ["next_observations checked", "yes" if meta["next_observations_checked"] else "no"],
+        ["dataset", str(path)],
+        ["scatter plot", str(plot)],
+        ["train on it", f"python -m saferl.run algo=<algo> env={task.name} dataset={dataset_id}"],
+    ]
+    if meta["dropped_last_steps"]:
+        rows.insert(-3, ["last steps dropped (no next_observations)", meta["dropped_last_steps"]])
+    print_table(f"{dataset_id} imported in {summary['seconds']} s", ["quantity", "value"], rows)
+    return summary
+
+
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="collect")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     setup_logging()
     try:
         with user_errors():
+            source = cfg.get("import")
+            if source is not None:
+                import_file(
+                    str(source),
+                    cfg.env.name,
+                    cfg.dataset_id or cfg.dataset,
+                    bool(cfg.zero_costs),
+                    cfg.check_next_observations is not False,  # null: check
+                    cfg.overwrite,
+                )
+                return
+            stray = [k for k in IMPORT_KEYS[1:] if cfg.get(k) is not None]
+            if stray:
+                raise CollectError(f"{', '.join(stray)} only apply to import=<file.hdf5>")
             collect(
                 cfg.env.name, cfg.dataset, cfg.seed, cfg.episodes, cfg.overwrite, cfg.progress, cfg.budget, cfg.workers
             )
@@ -144,6 +335,10 @@ def main(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+
+
+def main() -> None:
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Datasets: Minari I/O, `OfflineDataset` tensors, and the recipes that build saferl's datasets locally."""
 
+from saferl.data.hdf5_import import DSRL_TASKS, HDF5ImportError, from_hdf5
 from saferl.data.minari_io import DatasetCorruptError, DatasetError, DatasetNotFoundError
 from saferl.data.offline import Batch, OfflineDataset, load
 from saferl.data.recipes import RECIPES, build, recipe_for
@@ -28,10 +29,13 @@ __all__ = [
     "DatasetCorruptError",
     "DatasetError",
     "DatasetNotFoundError",
+    "DSRL_TASKS",
+    "HDF5ImportError",
     "OfflineDataset",
     "RECIPES",
     "build",
     "ensure",
+    "from_hdf5",
     "load",
     "recipe_for",
 ]
