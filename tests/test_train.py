@@ -210,7 +210,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, poi
         (["dataset=saferl/PointRobot/nope-v0"], "Local datasets"),
         (["device=cuda"], "no CUDA device"),
         (["algo.learning_rate=0.1"], "Could not override"),
-        (["algo=bc_safe", "cost_limit=-1"], "no episode has a cost return <= cost_limit=-1"),
+        (["algo=bc_safe", "cost_limit=-1"], "cost_limit=-1 is not allowed"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path, point_dataset, args, message):
