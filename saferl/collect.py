@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +123,18 @@ def _check_collect_args(
         raise CollectError("episodes= sets the size of the 2-D navigation recipes; MuJoCo recipes use budget=")
 
 
-def _unwritable(err: OSError) -> bool:
-    return err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC)
+@contextmanager
+def _writing(dataset_id: str, root: Path) -> Iterator[None]:
+    """A write the file system refuses (permissions, read-only, full disk) becomes an error that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+            raise
+        raise CollectError(
+            f"cannot write dataset {dataset_id} under {root}: {err}. Set MINARI_DATASETS_PATH to a writable "
+            "directory with free space"
+        ) from None
 
 
 def collect(
@@ -142,7 +154,7 @@ def collect(
     recipe = recipe_for(dataset_id)
     root = writable_root()
     start = time.perf_counter()
-    try:
+    with _writing(dataset_id, root):
         if isinstance(recipe, SB3Recipe):
             paths = build_sb3(recipe, seed, budget, overwrite, progress, workers)
         else:
@@ -155,13 +167,6 @@ def collect(
                 dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress, budget=budget
             )
             paths = {dataset_id: path}
-    except OSError as err:
-        if not _unwritable(err):
-            raise
-        raise CollectError(
-            f"cannot write dataset {dataset_id} under {root}: {err}. Set MINARI_DATASETS_PATH to a writable "
-            "directory with free space"
-        ) from None
     seconds = round(time.perf_counter() - start, 2)
     summaries = {}
     others = []
@@ -251,7 +256,7 @@ def import_file(
     dataset_id = dataset_id or default_dataset_id(task)
     root = writable_root()
     start = time.perf_counter()
-    try:
+    with _writing(dataset_id, root):
         path = from_hdf5(
             path,
             env,
@@ -260,13 +265,6 @@ def import_file(
             check_next_observations=check_next_observations,
             overwrite=overwrite,
         )
-    except OSError as err:
-        if not _unwritable(err):
-            raise
-        raise CollectError(
-            f"cannot write dataset {dataset_id} under {root}: {err}. Set MINARI_DATASETS_PATH to a writable "
-            "directory with free space"
-        ) from None
     data = load(dataset_id)
     costs = data.episode_costs.cpu().numpy()
     meta = data.metadata
