@@ -16,6 +16,8 @@ from saferl.safety.filter import (
     CorrectsActions,
     InfeasibleConstraintError,
     SafetyFilter,
+    SafetyFilterArgumentError,
+    SafetyFilterTypeError,
     VectorSafetyFilter,
 )
 from saferl.safety.qp import (
@@ -54,6 +56,8 @@ __all__ = [
     "QPSolverError",
     "SOLVERS",
     "SafetyFilter",
+    "SafetyFilterArgumentError",
+    "SafetyFilterTypeError",
     "VectorSafetyFilter",
     "VelocityBarrier",
     "fit_velocity_model",

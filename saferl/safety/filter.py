@@ -28,9 +28,14 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from saferl.errors import SaferlError
-from saferl.safety.filter_core import ON_INFEASIBLE, FallbackAction, InfeasibleConstraintError, _FilterCore
-from saferl.safety.qp import SOLVERS
+from saferl.safety.filter_core import (
+    ON_INFEASIBLE,
+    FallbackAction,
+    InfeasibleConstraintError,
+    SafetyFilterArgumentError,
+    SafetyFilterTypeError,
+    _FilterCore,
+)
 
 __all__ = [
     "ON_INFEASIBLE",
@@ -42,63 +47,6 @@ __all__ = [
     "SafetyFilterTypeError",
     "VectorSafetyFilter",
 ]
-
-
-class SafetyFilterArgumentError(SaferlError, ValueError):
-    """A `SafetyFilter` argument with a bad value (a `ValueError` too, as these were before)."""
-
-
-class SafetyFilterTypeError(SaferlError, TypeError):
-    """A `SafetyFilter` argument of the wrong kind: the action space, the barrier (a `TypeError` too)."""
-
-
-def _make_core(
-    space: gym.Space,
-    barrier: Any,
-    solver: Any,
-    on_infeasible: Any,
-    fallback_action: FallbackAction,
-    action_low: np.ndarray | None,
-    action_high: np.ndarray | None,
-    solver_options: dict[str, Any] | None,
-) -> _FilterCore:
-    """Check the constructor's arguments, each error naming the bad value and what to pass instead, then
-    build the filter's core."""
-    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-        raise SafetyFilterTypeError(
-            f"SafetyFilter needs a flat (1-D) Box action space, got {space}; it filters continuous actions: "
-            "wrap an env whose action_space is a 1-D gymnasium.spaces.Box (reshape others with an ActionWrapper)"
-        )
-    if not callable(getattr(barrier, "constraints", None)):
-        raise SafetyFilterTypeError(
-            f"barrier={type(barrier).__name__} has no method constraints(obs, u_nom) -> (A, b); pass a "
-            "saferl.safety.Barrier such as ControlAffineCBF(h, f, g) or ControlAffineCBF.for_task(task)"
-        )
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise SafetyFilterArgumentError(f"unknown QP solver {solver!r}; use solver= one of {', '.join(SOLVERS)}")
-    if not isinstance(on_infeasible, str) or on_infeasible not in ON_INFEASIBLE:
-        raise SafetyFilterArgumentError(
-            f"on_infeasible must be one of {', '.join(ON_INFEASIBLE)}, got {on_infeasible!r}; use "
-            "on_infeasible='slack' (the minimal-violation action, reported)"
-        )
-    if solver_options is not None and not isinstance(solver_options, dict):
-        raise SafetyFilterArgumentError(
-            f"solver_options={solver_options!r} is not a dict; pass keyword arguments for the solver as a dict"
-        )
-    try:
-        return _FilterCore.for_space(
-            space, barrier, solver, on_infeasible, fallback_action, action_low, action_high, solver_options
-        )
-    except TypeError as err:
-        if isinstance(err, SaferlError):
-            raise
-        raise SafetyFilterTypeError(
-            str(err) if str(err).startswith("SafetyFilter") else f"SafetyFilter: {err}"
-        ) from None
-    except ValueError as err:
-        if isinstance(err, SaferlError):
-            raise
-        raise SafetyFilterArgumentError(str(err) if "SafetyFilter" in str(err) else f"SafetyFilter: {err}") from None
 
 
 @runtime_checkable
@@ -148,7 +96,7 @@ class SafetyFilter(gym.Wrapper):
         action_high: np.ndarray | None = None,
         solver_options: dict[str, Any] | None = None,
     ):
-        core = _make_core(
+        core = _FilterCore.for_space(
             env.action_space, barrier, solver, on_infeasible, fallback_action, action_low, action_high, solver_options
         )
         super().__init__(env)
@@ -219,7 +167,7 @@ class VectorSafetyFilter(gym.vector.VectorWrapper):
         action_high: np.ndarray | None = None,
         solver_options: dict[str, Any] | None = None,
     ):
-        core = _make_core(
+        core = _FilterCore.for_space(
             env.single_action_space,
             barrier,
             solver,

@@ -13,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from saferl.errors import SaferlError
 from saferl.safety.qp import (
     SOLVERS,
     AutoSolver,
@@ -47,6 +48,14 @@ class InfeasibleConstraintError(RuntimeError):
 FallbackAction = Callable[[np.ndarray], np.ndarray] | np.ndarray | None
 
 
+class SafetyFilterArgumentError(SaferlError, ValueError):
+    """A `SafetyFilter` argument with a bad value (a `ValueError` too, as these were before)."""
+
+
+class SafetyFilterTypeError(SaferlError, TypeError):
+    """A `SafetyFilter` argument of the wrong kind: the action space, the barrier (a `TypeError` too)."""
+
+
 class _FilterCore:
     """The per-batch work shared by the single-env and the vector wrapper."""
 
@@ -55,8 +64,8 @@ class _FilterCore:
         barrier: Any,
         low: np.ndarray,
         high: np.ndarray,
-        solver: str,
-        on_infeasible: str,
+        solver: Any,
+        on_infeasible: Any,
         fallback_action: FallbackAction,
         solver_options: dict[str, Any] | None,
     ):
@@ -108,12 +117,44 @@ class _FilterCore:
         action_high: np.ndarray | None,
         solver_options: dict[str, Any] | None,
     ) -> _FilterCore:
-        """The core for an env's (single) action space; ``action_low``/``action_high`` narrow its box."""
+        """The core for an env's (single) action space; ``action_low``/``action_high`` narrow its box. The
+        arguments are checked first, each error naming the bad value and what to pass instead."""
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise TypeError(f"SafetyFilter needs a flat Box action space, got {space}")
-        low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
-        high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
-        return cls(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
+            raise SafetyFilterTypeError(
+                f"SafetyFilter needs a flat (1-D) Box action space, got {space}; it filters continuous actions: "
+                "wrap an env whose action_space is a 1-D gymnasium.spaces.Box (reshape others with an ActionWrapper)"
+            )
+        if not callable(getattr(barrier, "constraints", None)):
+            raise SafetyFilterTypeError(
+                f"barrier={type(barrier).__name__} has no method constraints(obs, u_nom) -> (A, b); pass a "
+                "saferl.safety.Barrier such as ControlAffineCBF(h, f, g) or ControlAffineCBF.for_task(task)"
+            )
+        if not isinstance(solver, str) or solver not in SOLVERS:
+            raise SafetyFilterArgumentError(f"unknown QP solver {solver!r}; use solver= one of {', '.join(SOLVERS)}")
+        if not isinstance(on_infeasible, str) or on_infeasible not in ON_INFEASIBLE:
+            raise SafetyFilterArgumentError(
+                f"on_infeasible must be one of {', '.join(ON_INFEASIBLE)}, got {on_infeasible!r}; use "
+                "on_infeasible='slack' (the minimal-violation action, reported)"
+            )
+        if solver_options is not None and not isinstance(solver_options, dict):
+            raise SafetyFilterArgumentError(
+                f"solver_options={solver_options!r} is not a dict; pass keyword arguments for the solver as a dict"
+            )
+        try:
+            low = space.low if action_low is None else np.broadcast_to(action_low, space.shape)
+            high = space.high if action_high is None else np.broadcast_to(action_high, space.shape)
+            return cls(barrier, low, high, solver, on_infeasible, fallback_action, solver_options)
+        except TypeError as err:
+            if isinstance(err, SaferlError):
+                raise
+            raise SafetyFilterTypeError(
+                str(err) if str(err).startswith("SafetyFilter") else f"SafetyFilter: {err}"
+            ) from None
+        except ValueError as err:
+            if isinstance(err, SaferlError):
+                raise
+            message = str(err) if "SafetyFilter" in str(err) else f"SafetyFilter: {err}"
+            raise SafetyFilterArgumentError(message) from None
 
     def _solve(self, u_nom: np.ndarray, A: np.ndarray, b: np.ndarray) -> QPResult:
         u, feasible = self.solver.solve_batch(u_nom, A, b, self.low, self.high)
