@@ -28,6 +28,7 @@ from saferl.envs import TASKS, TaskSpec, get_task
 from saferl.errors import SaferlError
 from saferl.runs import RunSettings, load_run, settings_from
 from saferl.runs.experiment import RunPlan, plan_run, train_member
+from saferl.runs.resolve import with_dataset_reward_range
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 PRESETS = ("cpu", "paper")
@@ -330,10 +331,7 @@ def _with_reward_range(task: TaskSpec, dataset: str | None) -> TaskSpec:
         )
     from saferl.data import load
 
-    data = load(dataset)
-    lo = data.metadata.get("reward_min", float(data.episode_rewards.min()))
-    hi = data.metadata.get("reward_max", float(data.episode_rewards.max()))
-    return task.with_reward_range(lo, hi)
+    return with_dataset_reward_range(task, load(dataset))
 
 
 def _dataset_arg(
@@ -365,7 +363,7 @@ def _task_for(env: str | None, dataset: str | None, given: OfflineDataset | None
         return get_task(recipe.task)
     recorded = given.metadata.get("env_id") if given is not None else _recorded_env(dataset)
     for task in TASKS.values():
-        if recorded is not None and (task.env_id == recorded or task.dataset_id == dataset):
+        if recorded is not None and (task.records_on(recorded) or task.dataset_id == dataset):
             return task
     raise SaferlError(
         f"cannot tell which task {dataset} belongs to (recorded on {recorded}); pass env=<task>, one of "

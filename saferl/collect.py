@@ -28,17 +28,18 @@ from omegaconf import DictConfig
 
 from saferl.cli import setup_logging, user_errors
 from saferl.console import print_table
-from saferl.data import build, load, minari_io, recipe_for
+from saferl.data import OfflineDataset, build, load, minari_io, recipe_for
 from saferl.data.coverage import hazard_coverage, reward_frontier
 from saferl.data.hdf5_import import DSRL_TASKS, default_dataset_id, from_hdf5, resolve_task
 from saferl.data.plots import scatter_plot
 from saferl.data.recipes import RECIPES, SB3_RECIPES
 from saferl.data.sb3_recipe import BUDGETS, SB3Recipe, build_sb3, safe_fractions
+from saferl.envs import TaskSpec
 from saferl.errors import SaferlError
 
 log = logging.getLogger("saferl")
 
-# import= keys; the ones collect.yaml does not declare are passed to Hydra as appends (+key=value)
+# the keys of an import= run (declared in conf/collect.yaml); the others only apply to it
 IMPORT_KEYS = ("import", "dataset_id", "zero_costs", "check_next_observations")
 
 # `env=<DSRL id>` selects the saferl task it maps to: env group entries without a yaml file each
@@ -158,11 +159,7 @@ def collect(
         if isinstance(recipe, SB3Recipe):
             paths = build_sb3(recipe, seed, budget, overwrite, progress, workers)
         else:
-            if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
-                raise minari_io.DatasetError(
-                    f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; "
-                    "pass overwrite=true to rebuild it"
-                )
+            minari_io.require_absent(dataset_id, overwrite)
             path = build(
                 dataset_id, seed=seed, episodes=episodes, overwrite=overwrite, progress=progress, budget=budget
             )
@@ -171,16 +168,8 @@ def collect(
     summaries = {}
     others = []
     for ds_id, path in paths.items():
-        data = load(ds_id)
+        data, summary, plot = _summarize(ds_id, path, task, seconds)
         costs = data.episode_costs.cpu().numpy()
-        summary = data.summary() | {
-            "seconds": seconds,
-            "path": str(path),
-            "safe_fraction": safe_fractions(costs, task.cost_thresholds),
-            "reward_return_mean": float(data.episode_rewards.mean()),
-            "cost_return_mean": float(costs.mean()),
-        }
-        plot = scatter_plot(data, path / "scatter.png", title=ds_id, thresholds=task.cost_thresholds)
         summaries[ds_id] = summary
         if ds_id != dataset_id:  # the D4RL-style datasets of the same SAC runs: one line each
             others.append(
@@ -265,17 +254,8 @@ def import_file(
             check_next_observations=check_next_observations,
             overwrite=overwrite,
         )
-    data = load(dataset_id)
-    costs = data.episode_costs.cpu().numpy()
+    data, summary, plot = _summarize(dataset_id, path, task, round(time.perf_counter() - start, 2))
     meta = data.metadata
-    summary = data.summary() | {
-        "seconds": round(time.perf_counter() - start, 2),
-        "path": str(path),
-        "safe_fraction": safe_fractions(costs, task.cost_thresholds),
-        "reward_return_mean": float(data.episode_rewards.mean()),
-        "cost_return_mean": float(costs.mean()),
-    }
-    plot = scatter_plot(data, path / "scatter.png", title=dataset_id, thresholds=task.cost_thresholds)
     rows = [
         ["source", meta["source"]],
         ["task", f"{task.name} ({task.env_id})"],
@@ -297,6 +277,21 @@ def import_file(
         rows.insert(-3, ["last steps dropped (no next_observations)", meta["dropped_last_steps"]])
     print_table(f"{dataset_id} imported in {summary['seconds']} s", ["quantity", "value"], rows)
     return summary
+
+
+def _summarize(dataset_id: str, path: Path, task: TaskSpec, seconds: float) -> tuple[OfflineDataset, dict, Path]:
+    """A written dataset's summary (returns, safe fractions at the task's thresholds) and its scatter plot."""
+    data = load(dataset_id)
+    costs = data.episode_costs.cpu().numpy()
+    summary = data.summary() | {
+        "seconds": seconds,
+        "path": str(path),
+        "safe_fraction": safe_fractions(costs, task.cost_thresholds),
+        "reward_return_mean": float(data.episode_rewards.mean()),
+        "cost_return_mean": float(costs.mean()),
+    }
+    plot = scatter_plot(data, path / "scatter.png", title=dataset_id, thresholds=task.cost_thresholds)
+    return data, summary, plot
 
 
 def _fmt(value: float | None) -> str:

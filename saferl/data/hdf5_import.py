@@ -97,9 +97,7 @@ def from_hdf5(
         ) from None
     source = Path(path).expanduser().resolve()
     _check_source(source)  # cheap checks before the existing-dataset check and the (large) read
-    target = minari_io.dataset_dir(dataset_id)
-    if target.exists() and not overwrite:
-        raise DatasetError(f"dataset {dataset_id} already exists at {target}; pass overwrite=true to replace it")
+    minari_io.require_absent(dataset_id, overwrite)
     arrays = _read_file(source, zero_costs)
     _check_shapes(arrays, task, source)
     buffers, stats = _episodes(arrays, source, check_next_observations)

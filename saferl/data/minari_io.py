@@ -68,6 +68,13 @@ def _minari_root(root: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def require_absent(dataset_id: str, overwrite: bool) -> None:
+    """Refuse to replace an existing dataset unless ``overwrite`` (builders call it before any work too)."""
+    final = dataset_dir(dataset_id)
+    if final.exists() and not overwrite:
+        raise DatasetError(f"dataset {dataset_id} already exists at {final}; pass overwrite=true to replace it")
+
+
 def write_dataset(
     dataset_id: str,
     episodes: Sequence[EpisodeBuffer],
@@ -84,8 +91,7 @@ def write_dataset(
     """
     root = datasets_root()
     final = dataset_dir(dataset_id)
-    if final.exists() and not overwrite:
-        raise DatasetError(f"dataset {dataset_id} already exists at {final}; pass overwrite=True to rebuild it")
+    require_absent(dataset_id, overwrite)
     staging_root = root / ".staging" / uuid.uuid4().hex
     staging_root.mkdir(parents=True)
     try:

@@ -242,11 +242,7 @@ def build_sb3(
     seed = recipe.seed if seed is None else int(seed)
     workers = min(os.cpu_count() or 1, len(recipe.lambdas)) if workers is None else int(workers)
     for dataset_id in recipe.dataset_ids():
-        if minari_io.dataset_dir(dataset_id).exists() and not overwrite:
-            raise minari_io.DatasetError(
-                f"dataset {dataset_id} already exists at {minari_io.dataset_dir(dataset_id)}; pass "
-                "overwrite=true to rebuild it"
-            )
+        minari_io.require_absent(dataset_id, overwrite)
     work = work_dir(recipe, b, seed)
     rollout_dir(recipe, work).mkdir(parents=True, exist_ok=True)
     timing = _load_json(work / "timing.json")  # the SAC runs' time; the rollouts' is per rollout plan

@@ -63,7 +63,7 @@ def resolve_run(s: RunSettings, task: TaskSpec, steps: int) -> tuple[ResolvedRun
     data = load(dataset, device=device, download=s.download)
     env = gym.make(task.env_id)
     check_compatible(data, env, dataset, task, s.allow_env_mismatch)
-    task = _with_reward_range(task, data)
+    task = with_dataset_reward_range(task, data)
     cost_limit = resolve_cost_limit(s.cost_limit, task)
     ctx = AlgoContext.for_task(task, env, cost_limit, device)
     env.close()
@@ -80,7 +80,8 @@ def resolve_run(s: RunSettings, task: TaskSpec, steps: int) -> tuple[ResolvedRun
     return run, data
 
 
-def _with_reward_range(task: TaskSpec, data: OfflineDataset) -> TaskSpec:
+def with_dataset_reward_range(task: TaskSpec, data: OfflineDataset) -> TaskSpec:
+    """``task``, or, when it has no reference reward constants, ``task`` normalised by ``data``'s own range."""
     if task.reward_min is not None and task.reward_max is not None:
         return task
     # No reference build has fixed this task's R_min/R_max yet: use the training dataset's own episode

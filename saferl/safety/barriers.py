@@ -240,7 +240,9 @@ class ControlAffineCBF(Barrier):
                     f"the discrete-time CBF needs the env's time step dt > 0, got dt={dt}; pass dt=<seconds per step>"
                 )
             if alpha * dt > 1.0:
-                raise ValueError(f"the discrete-time CBF needs alpha·dt <= 1, got alpha={alpha}, dt={dt}")
+                raise BarrierArgumentError(
+                    f"the discrete-time CBF needs alpha·dt <= 1, got alpha={alpha}, dt={dt}; use alpha <= {1 / dt:g}"
+                )
         for name, fn in (("h", h), ("f", f), ("g", g), ("grad_h", grad_h)):
             if fn is not None and not callable(fn):
                 raise BarrierSignatureError(
