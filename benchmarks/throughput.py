@@ -56,7 +56,7 @@ SETTINGS = {
 }
 
 
-def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: bool) -> dict:
+def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: bool, extra: dict) -> dict:
     import numpy as np
     import torch
 
@@ -88,7 +88,7 @@ def saferl_worker(algo: str, seconds: float, threads: int, amp: str, compile_: b
     )
     cls = get_algorithm(algo)
     setting = SETTINGS[algo]
-    agent = cls(cls.make_config({"batch_size": setting.batch, **setting.fields}), ctx)
+    agent = cls(cls.make_config({"batch_size": setting.batch, **setting.fields, **extra}), ctx)
     data = agent.prepare(data)
     update = torch.compile(agent.update) if compile_ else agent.update
 
@@ -150,9 +150,17 @@ def main() -> None:
     parser.add_argument("--algo")
     parser.add_argument("--amp", default="none")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a saferl config field for every saferl row, e.g. --set micro_batch=2048 (CDT in one pass)",
+    )
     args = parser.parse_args()
     if args.worker == "saferl":
-        print(json.dumps(saferl_worker(args.algo, args.seconds, args.threads, args.amp, args.compile)))
+        extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+        print(json.dumps(saferl_worker(args.algo, args.seconds, args.threads, args.amp, args.compile, extra)))
         return
     if args.worker == "peak":
         print(json.dumps(gemm_peak(args.threads)))
@@ -200,6 +208,7 @@ def main() -> None:
                 cmd += ["--amp", "bf16"]
             if v == "compile":
                 cmd += ["--compile"]
+            cmd += [f"--set={item}" for item in args.set]
             try:
                 r = run_json(cmd)
             except RuntimeError as err:  # e.g. torch.compile cannot trace an update: report it, go on
