@@ -10,6 +10,7 @@ from saferl.algos import (
     cql,  # noqa: F401
     edac,  # noqa: F401
     famo2o,  # noqa: F401
+    fdvl,  # noqa: F401  (registers fdvl, xql)
     fisor,  # noqa: F401  (registers fisor, fisor_cpu)
     hnpg,  # noqa: F401
     iql,  # noqa: F401
