@@ -43,7 +43,12 @@ def time_default_run(name: str, preset: str, seconds: float) -> dict:
     ctx = AlgoContext.for_task(task, data, task.default_cost_limit)
     torch.manual_seed(0)
     algo = cls(config, ctx)
-    train = algo.prepare(data)
+    if algo.expert_data == "required":  # imitation: a few of the dataset's best safe episodes as the expert data
+        from saferl.runs.resolve import safe_top_episodes
+
+        train = algo.prepare_imitation(data, safe_top_episodes(data, ctx.cost_limit, 3))
+    else:
+        train = algo.prepare(data)
     gen = torch.Generator().manual_seed(0)
 
     def step():

@@ -33,7 +33,7 @@ from saferl.runs.resolve import with_dataset_reward_range
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 PRESETS = ("cpu", "paper")
 # Options that define what ``make`` builds: they cannot change between ``make`` and ``fit``.
-MAKE_ONLY = ("algo", "env", "dataset", "preset", "seeds")
+MAKE_ONLY = ("algo", "env", "dataset", "preset", "seeds", "expert_dataset", "expert_episodes")
 
 __all__ = ["Agent", "Policy", "evaluate", "load_policy", "make"]
 
@@ -53,7 +53,9 @@ def make(
     dataset belongs to. ``options`` are the CLI's overrides as keywords: run options (``seed``, ``device``,
     ``cost_limit``, ``eval_episodes``, …, see ``conf/config.yaml``) and the algorithm's own fields (the CLI's
     ``algo.<field>=``, e.g. ``batch_size=64``). Everything is checked here, before any training: a missing
-    saferl dataset is built, a dataset that does not fit the task is refused.
+    saferl dataset is built, a dataset that does not fit the task is refused. Imitation algorithms take their
+    expert episodes as ``expert_dataset=`` (a Minari id, a dataset directory or ``"safe-top"``) and
+    ``expert_episodes=``, as the CLI does.
     """
     import saferl.algos  # noqa: F401  (stores the algo=<name> configs in Hydra's ConfigStore before we compose)
 
@@ -67,10 +69,20 @@ def make(
             "seeds=[…] (K seeds as one batched model) is a CLI feature: run `python -m saferl.run 'seeds=[0,1]'`, "
             "or call saferl.make once per seed"
         )
+    imitation = {k: options.pop(k) for k in ("expert_dataset", "expert_episodes") if k in options}
+    expert = imitation.get("expert_dataset")
+    if isinstance(expert, os.PathLike):
+        imitation["expert_dataset"] = os.fspath(expert)
+    elif expert is not None and not isinstance(expert, str):
+        raise SaferlError(
+            f"expert_dataset is a Minari id, a dataset directory or 'safe-top'; got {type(expert).__name__} (save an "
+            "OfflineDataset with saferl's dataset writer and pass its directory)"
+        )
     run_opts, algo_opts = _split_options(algo_cls, options)
     raw = _compose(algo, task.name, preset)
     raw["algo"].update(algo_opts)
     raw.update(run_opts)
+    raw.update(imitation)
     if dataset is not None:
         raw["dataset"] = dataset
     settings, algo_opts = settings_from(raw)

@@ -21,14 +21,25 @@ import torch
 from conftest import compose_run
 
 from saferl.algos import AlgoContext, Algorithm, get_algorithm
+from saferl.algos.base import ExpertData
 from saferl.data import load
 from saferl.envs import get_task
 from saferl.nn.members import MemberStack, NotVectorizableError, torch_rng_state
 from saferl.runs import SaferlError, load_run, run_experiment
+from saferl.runs.resolve import safe_top_episodes
 from saferl.runs.trainer import seed_everything
 
-OFFLINE = ["bc_all", "bc_safe", "iql", "td3bc", "cql", "sac_n", "edac", "bcq_lag", "cpq", "coptidice", "cdt"]
-OFFLINE += ["fisor", "vocbf", "calql", "sac_ft", "ro2o", "famo2o"]  # the last four: their offline phase
+OFFLINE = ["bc_all", "bc_safe", "iql", "td3bc", "cql", "sac_n", "edac", "bcq_lag", "cpq", "coptidice", "cdt", "fdvl"]
+OFFLINE += [
+    "xql",
+    "recoil",
+    "fisor",
+    "vocbf",
+    "calql",
+    "sac_ft",
+    "ro2o",
+    "famo2o",
+]  # the last four: their offline phase
 CHAOTIC = {"bcq_lag": 40, "cpq": 40}  # updates for the algorithms whose thresholded rules amplify round-off
 TOL = 1e-4
 TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=3", "progress=false", "tensorboard=false"]
@@ -37,6 +48,8 @@ TINY = ["algo.batch_size=64", "algo.hidden=[32,32]", "eval_episodes=3", "progres
 def small_config(cls: type[Algorithm], steps: int):
     fields = cls.Config.__dataclass_fields__
     over: dict = {"batch_size": 64, "steps": steps}
+    if "expert_batch_size" in fields:  # ReCOIL: the expert half of each batch
+        over["expert_batch_size"] = 64
     for name in ("hidden", "actor_hidden", "critic_hidden", "vae_hidden", "bc_hidden", "dyn_hidden"):
         if name in fields:  # a width per layer, or one width (FISOR's actor)
             over[name] = 32 if isinstance(fields[name].default, int) else (32, 32)
@@ -49,7 +62,11 @@ def build(cls, config, ctx, data, seed: int):
     """Member ``seed`` exactly as `saferl.runs` builds the single run: seeded, built, its data prepared."""
     seed_everything(seed)
     algo = cls(config, ctx)
-    return algo, algo.prepare(data), torch.Generator().manual_seed(seed)
+    if algo.expert_data == ExpertData.REQUIRED:  # imitation: three safe top episodes as the expert data
+        train = algo.prepare_imitation(data, safe_top_episodes(data, ctx.cost_limit, 3))
+    else:
+        train = algo.prepare(data)
+    return algo, train, torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("name", OFFLINE)

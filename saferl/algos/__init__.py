@@ -14,6 +14,7 @@ from saferl.algos import (
     fisor,  # noqa: F401  (registers fisor, fisor_cpu)
     hnpg,  # noqa: F401
     iql,  # noqa: F401
+    recoil,  # noqa: F401
     ro2o,  # noqa: F401
     sac_n,  # noqa: F401
     td3bc,  # noqa: F401

@@ -99,6 +99,15 @@ class OnlineMode(enum.StrEnum):
     ON_POLICY = "on_policy"  # whole episodes, at least ``rollout_steps`` env steps, per ``online_update(rollout)``
 
 
+class ExpertData(enum.StrEnum):
+    """How an algorithm uses expert demonstrations (``expert_dataset=``, `saferl.runs`), declared by its
+    ``expert_data`` ClassVar; an algorithm that reads them gets them through ``prepare_imitation``."""
+
+    NONE = "none"  # never reads expert data: expert_dataset= is refused
+    OPTIONAL = "optional"  # trains without; with expert_dataset= it calls prepare_imitation
+    REQUIRED = "required"  # imitation: a run without expert_dataset= is refused
+
+
 class Algorithm(nn.Module):
     """Base class: networks are submodules; optimizers live in ``self.optimizers`` so that
     ``state_dict`` captures everything a resumed run needs.
@@ -119,6 +128,8 @@ class Algorithm(nn.Module):
     # False when ``update`` cannot run under ``torch.func.vmap`` (K seeds as one batched model, ``seeds=[…]``):
     # such an algorithm is refused there with a request to run one process per seed
     batched_seeds: ClassVar[bool] = True
+    # whether ``expert_dataset=`` is refused, accepted or needed (an `ExpertData`; its string value is accepted)
+    expert_data: ClassVar[ExpertData] = ExpertData.NONE
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,6 +140,13 @@ class Algorithm(nn.Module):
             except ValueError:
                 known = ", ".join(repr(m.value) for m in OnlineMode)
                 raise TypeError(f"{cls.__qualname__}.online_mode={mode!r}; use None, {known}") from None
+        expert = cls.__dict__.get("expert_data")
+        if expert is not None and not isinstance(expert, ExpertData):
+            try:
+                cls.expert_data = ExpertData(expert)
+            except ValueError:
+                known = ", ".join(repr(m.value) for m in ExpertData)
+                raise TypeError(f"{cls.__qualname__}.expert_data={expert!r}; use one of {known}") from None
 
     def __init__(self, config: AlgoConfig, ctx: AlgoContext):
         super().__init__()
@@ -161,6 +179,13 @@ class Algorithm(nn.Module):
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         """Preprocess the dataset once before training (filter episodes, rescale rewards, …)."""
         return data
+
+    def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
+        """Called instead of ``prepare`` when the run has expert episodes (``expert_dataset=``; only for
+        algorithms whose ``expert_data`` is not NONE): ``data`` is the training dataset, ``expert`` the expert
+        episodes the run selected (same shapes and task). Returns the data the loop samples from; an algorithm
+        that also needs ``expert`` at sampling time keeps a reference to it."""
+        raise NotImplementedError(f"{self.name} declares expert_data={self.expert_data.value} but reads no expert data")
 
     def sample(self, data: OfflineDataset, batch_size: int, generator: torch.Generator | None = None) -> Any:
         """Draw one training batch (override for extra per-transition data or sequences)."""
@@ -253,6 +278,14 @@ class Algorithm(nn.Module):
             sched.load_state_dict(state["schedulers"][key])
         self.num_updates = state.get("num_updates", 0)
         return result
+
+
+def union_with_expert(data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
+    """The training data ∪ the expert episodes: ``data`` followed by ``expert``, or ``data`` itself when the
+    expert episodes were taken from it (``expert_dataset=safe-top`` marks them ``from_training_data``)."""
+    if expert.metadata.get("from_training_data"):
+        return data
+    return data.concat(expert)
 
 
 def _is_number(value: Any) -> bool:

@@ -2,6 +2,10 @@
 
 BC-All imitates every transition; BC-Safe imitates only episodes whose undiscounted cost return is at
 most the cost limit (OSRL `process_bc_dataset`, mode "safe": ``cost_return <= cost_limit``).
+
+Imitation reference points (``expert_dataset=``, see `saferl.runs.resolve.resolve_expert`): BC-Expert imitates
+the expert episodes alone (the usual baseline of offline imitation from expert + suboptimal data, e.g. ReCOIL,
+Sikchi et al. 2024); BC-All given expert episodes imitates the training data ∪ the expert episodes.
 Deterministic MLP actor with a tanh head, mean-squared error to the dataset action; defaults from OSRL's
 BC config (256-256 ReLU, Adam 1e-3, batch 512).
 """
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, adam, optimize
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, adam, optimize, union_with_expert
 from saferl.algos.registry import register
 from saferl.data import Batch, DatasetError, OfflineDataset
 from saferl.nn import DeterministicActor
@@ -61,8 +65,20 @@ class _BehaviourCloning(Algorithm):
 @register("bc_all")
 class BCAll(_BehaviourCloning):
     safe_only = False
+    expert_data = ExpertData.OPTIONAL
+
+    def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
+        return union_with_expert(data, expert)
 
 
 @register("bc_safe")
 class BCSafe(_BehaviourCloning):
     safe_only = True
+
+
+@register("bc_expert")
+class BCExpert(_BehaviourCloning):
+    expert_data = ExpertData.REQUIRED
+
+    def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
+        return expert

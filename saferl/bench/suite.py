@@ -296,8 +296,14 @@ def value_problem(config: dict[str, Any]) -> str | None:
     return None
 
 
+# Options added after suites had run: left out of the identity while unset, so earlier runs keep their directories.
+_IDENTITY_WHEN_SET = ("expert_dataset", "expert_episodes")
+
+
 def run_hash(config: dict[str, Any]) -> str:
-    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    identity = {
+        k: v for k, v in config.items() if k not in _NOT_IDENTITY and not (k in _IDENTITY_WHEN_SET and v is None)
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

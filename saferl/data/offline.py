@@ -150,6 +150,36 @@ class OfflineDataset:
         meta = dict(self.metadata, selected_episodes=int(mask.sum()))
         return OfflineDataset(**tensors, episode_starts=starts, metadata=meta)
 
+    def take_episodes(self, indices: torch.Tensor | np.ndarray | list[int]) -> OfflineDataset:
+        """A new dataset with the episodes ``indices``, in that order (``select_episodes`` keeps stored order)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.device).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_episodes):
+            raise ValueError(f"episode indices must lie in [0, {self.num_episodes}); got {idx.tolist()}")
+        lengths = self.episode_lengths.to(self.device)[idx]
+        starts = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+        total = int(starts[-1])
+        # row r of episode k (its j-th step) comes from episode_starts[idx[k]] + j
+        shift = torch.repeat_interleave(self.episode_starts.to(self.device)[idx] - starts[:-1], lengths)
+        rows = torch.arange(total, device=self.device) + shift
+        tensors = {name: getattr(self, name)[rows] for name in _FIELDS}
+        meta = dict(self.metadata, selected_episodes=int(idx.numel()))
+        return OfflineDataset(**tensors, episode_starts=starts, metadata=meta)
+
+    def concat(self, other: OfflineDataset) -> OfflineDataset:
+        """This dataset's episodes followed by ``other``'s (same shapes; ``other`` is moved to this device).
+        The metadata is this dataset's, with ``appended_episodes`` counting the episodes added."""
+        if (other.obs_dim, other.act_dim) != (self.obs_dim, self.act_dim):
+            raise ValueError(
+                f"cannot append episodes with observations ({other.obs_dim},) and actions ({other.act_dim},) to a "
+                f"dataset with ({self.obs_dim},) and ({self.act_dim},)"
+            )
+        other = other.to(self.device)
+        tensors = {name: torch.cat([getattr(self, name), getattr(other, name)]) for name in _FIELDS}
+        starts = torch.cat([self.episode_starts, other.episode_starts[1:] + self.num_transitions])
+        appended = int(self.metadata.get("appended_episodes", 0)) + other.num_episodes
+        meta = dict(self.metadata, appended_episodes=appended)
+        return OfflineDataset(**tensors, episode_starts=starts, metadata=meta)
+
     def to(self, device: str | torch.device) -> OfflineDataset:
         tensors = {name: getattr(self, name).to(device) for name in _FIELDS}
         return OfflineDataset(**tensors, episode_starts=self.episode_starts.to(device), metadata=self.metadata)

@@ -24,7 +24,7 @@ from saferl.envs import get_task
 from saferl.runs.errors import SaferlError
 from saferl.runs.load import check_init, load_init
 from saferl.runs.phases import OfflinePhase, OnlinePhase
-from saferl.runs.resolve import ResolvedRun, online_filter, resolve_run
+from saferl.runs.resolve import ResolvedRun, online_filter, resolve_expert, resolve_run
 from saferl.runs.rundir import EVAL_FILE, is_finished, resolve_run_dir, write_config, write_json_atomic
 from saferl.runs.settings import (
     RunSettings,
@@ -49,6 +49,7 @@ class RunPlan:
     online_wrap: Callable[[gym.Env], gym.Env] | None
     run: ResolvedRun
     data: OfflineDataset
+    expert: OfflineDataset | None = None  # the expert episodes of an imitation run (expert_dataset=)
 
 
 @dataclass
@@ -117,14 +118,24 @@ def plan_run(s: RunSettings, algo_opts: dict[str, Any]) -> RunPlan:
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None
     run, data = resolve_run(s, task, steps)
-    return RunPlan(algo_cls, algo_cfg, init_state, online_wrap, run, data)
+    run, expert = resolve_expert(s, run, data)
+    return RunPlan(algo_cls, algo_cfg, init_state, online_wrap, run, data, expert)
 
 
 def start_member(plan: RunPlan, s: RunSettings) -> Member:
     """Seed ``s.seed``: seeded and built, its run directory and config written, its `Trainer` (resumed)."""
-    algo, train_data = _build(plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state)
+    algo, train_data = _build(plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state, plan.expert)
     run_dir = resolve_run_dir(s)
-    write_config(run_dir, s, plan.algo_cfg, plan.run.steps, plan.run.cost_limit, plan.run.dataset)
+    expert = plan.run.expert
+    write_config(
+        run_dir,
+        s,
+        plan.algo_cfg,
+        plan.run.steps,
+        plan.run.cost_limit,
+        plan.run.dataset,
+        expert_episodes=expert.episodes if expert is not None else None,
+    )
     log.info("run directory: %s", run_dir)
     trainer = Trainer(s, plan.run, algo, run_dir, from_init=plan.init_state is not None)
     return Member(s, algo, train_data, trainer)
@@ -146,6 +157,7 @@ def finish_member(
         "seed": s.seed,
         "steps": steps,
         "cost_limit": run.cost_limit,
+        **(run.expert.record() if run.expert is not None else {}),
         **_metrics(final, run),
         "wall_time_s": trainer.elapsed,
         "updates_per_s": steps / trainer.update_time if trainer.update_time > 0 else float("nan"),
@@ -173,8 +185,10 @@ def _build(
     data: OfflineDataset,
     s: RunSettings,
     init_state: dict[str, Any] | None,
+    expert: OfflineDataset | None = None,
 ) -> tuple[Algorithm, OfflineDataset]:
-    """The seeded algorithm, checked for this task, with its prepared training data (and init_from's weights)."""
+    """The seeded algorithm, checked for this task, with its prepared training data (``prepare_imitation``
+    with the run's expert episodes, else ``prepare``) and init_from's weights."""
     seed_everything(s.seed)
     try:
         algo = algo_cls(algo_cfg, run.ctx)
@@ -182,7 +196,7 @@ def _build(
             algo.check_online()
     except ValueError as err:  # an algorithm that cannot run on this task says why
         raise SaferlError(str(err)) from None
-    train_data = algo.prepare(data)
+    train_data = algo.prepare(data) if expert is None else algo.prepare_imitation(data, expert)
     if init_state is not None:
         try:
             algo.load_state_dict(init_state["algo"])

@@ -96,9 +96,16 @@ def resolve_run_dir(s: RunSettings) -> Path:
 
 
 def write_config(
-    run_dir: Path, s: RunSettings, algo_cfg: AlgoConfig, steps: int, cost_limit: float, dataset: str
+    run_dir: Path,
+    s: RunSettings,
+    algo_cfg: AlgoConfig,
+    steps: int,
+    cost_limit: float,
+    dataset: str,
+    expert_episodes: int | None = None,
 ) -> None:
-    """``config.yaml``: the settings with the values this run resolved (steps, cost limit, dataset)."""
+    """``config.yaml``: the settings with the values this run resolved (steps, cost limit, dataset, and the
+    number of expert episodes of an imitation run)."""
     import yaml
 
     composed = {
@@ -106,6 +113,7 @@ def write_config(
         "steps": steps,
         "cost_limit": cost_limit,
         "dataset": dataset,
+        **({"expert_episodes": expert_episodes} if expert_episodes is not None else {}),
         "algo": {"name": s.algo, **asdict(algo_cfg)},
         "env": {"name": s.env},
     }

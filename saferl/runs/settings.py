@@ -11,6 +11,10 @@ from saferl.algos.registry import no_online_phase_message
 from saferl.runs.errors import SaferlError
 
 AMP_MODES = ("none", "bf16")
+# expert_dataset=safe-top: the expert episodes are the training dataset's own, those with a cost return within
+# the run's cost limit κ, best reward return first; expert_episodes= of them (SAFE_TOP_EPISODES by default)
+SAFE_TOP = "safe-top"
+SAFE_TOP_EPISODES = 10
 
 
 @dataclass
@@ -46,6 +50,9 @@ class RunSettings:
     init_from: str | None = None  # a run dir or checkpoint: start online from its offline policy
     safety_filter: str = "none"  # "cbf": online interaction through SafetyFilter with the task's barrier
     allow_env_mismatch: bool = False  # train on a dataset recorded on another task whose shapes match
+    # imitation (algorithms whose expert_data is optional or required: saferl.runs.resolve.resolve_expert)
+    expert_dataset: str | None = None  # expert episodes: a Minari id or dataset directory, or "safe-top"
+    expert_episodes: int | None = None  # the first N episodes of expert_dataset; None = all (safe-top: 10)
     preset: str = "cpu"  # the algorithm sizes composed into algo (conf/algo_preset); recorded for the record
 
 
@@ -162,6 +169,47 @@ def check_settings(s: RunSettings, algo_cls: type[Algorithm], steps: int | None 
         raise SaferlError(f"online_envs must be >= 1, got {s.online_envs}")
     if s.amp not in AMP_MODES:
         raise SaferlError(f"amp={s.amp!r} is not supported; use amp=none or amp=bf16")
+    check_expert(s, algo_cls)
+
+
+def expert_readers() -> list[str]:
+    """The registered algorithms that read ``expert_dataset=``."""
+    from saferl.algos import REGISTRY
+    from saferl.algos.base import ExpertData
+
+    return sorted(n for n, c in REGISTRY.items() if c.expert_data != ExpertData.NONE)
+
+
+def check_expert(s: RunSettings, algo_cls: type[Algorithm]) -> None:
+    """``expert_dataset=`` / ``expert_episodes=`` against what the algorithm does with expert data (no data is
+    read: the dataset itself is checked by `saferl.runs.resolve.resolve_expert`)."""
+    from saferl.algos.base import ExpertData
+
+    given = bool(s.expert_dataset)  # an empty expert_dataset= means none, as dataset= means the default
+    if algo_cls.expert_data == ExpertData.REQUIRED and not given:
+        raise SaferlError(
+            f"algo={s.algo} imitates expert demonstrations and needs expert_dataset=<Minari id or dataset directory> "
+            f"(the expert episodes), or expert_dataset={SAFE_TOP} to imitate the training dataset's best episodes "
+            "within cost_limit; expert_episodes=<N> takes the first N of them"
+        )
+    if algo_cls.expert_data == ExpertData.NONE and given:
+        raise SaferlError(
+            f"algo={s.algo} does not read expert data (expert_dataset={s.expert_dataset}); the algorithms that do "
+            f"are {', '.join(expert_readers())}: use one of them, or drop expert_dataset="
+        )
+    if s.expert_episodes is None:
+        return
+    if not given:
+        raise SaferlError(
+            f"expert_episodes={s.expert_episodes!r} without expert_dataset=: name where the expert episodes come "
+            f"from (expert_dataset=<Minari id or dataset directory>, or expert_dataset={SAFE_TOP})"
+        )
+    if not _is_int(s.expert_episodes) or s.expert_episodes < 1:
+        raise SaferlError(
+            f"expert_episodes={s.expert_episodes!r} is not allowed: it is a number of expert episodes, a whole "
+            "number >= 1; use e.g. expert_episodes=5, or expert_episodes=null for all of them"
+            + (f" ({SAFE_TOP}: {SAFE_TOP_EPISODES})" if s.expert_dataset == SAFE_TOP else "")
+        )
 
 
 def describe_length(s: RunSettings, steps: int) -> str:
