@@ -144,6 +144,20 @@ def dsrl_metrics(stats: RolloutStats, task: TaskSpec, thresholds: Sequence[float
     }
 
 
+def d4rl_metrics(stats: RolloutStats, metadata: dict) -> dict:
+    """D4RL's normalised score of the rollouts, (R − R_random)/(R_expert − R_random), when the training dataset
+    records its reference returns (Minari's ``ref_min_score`` / ``ref_max_score``, as saferl's D4RL-style
+    datasets do); empty otherwise. Kept next to the DSRL score, which normalises by the task's constants."""
+    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    if lo is None or hi is None or not float(hi) > float(lo):
+        return {}
+    lo, hi = float(lo), float(hi)
+    return {
+        "d4rl_normalized_reward": (float(stats.rewards.mean()) - lo) / (hi - lo),
+        "d4rl_reference_returns": [lo, hi],
+    }
+
+
 def safety_metrics(stats: RolloutStats) -> dict:
     """Per-episode violation fraction and, for filtered rollouts, the safety filter's statistics."""
     out: dict = {"episodes_with_violation": float(np.mean(stats.costs > 0))}

@@ -274,6 +274,46 @@ def test_o2o_suite_runs_every_agent_offline_then_online(tmp_path):
     assert all(s.config["online_steps"] == 10_000 and s.config["offline_steps"] == 2000 for s in specs)
 
 
+def test_task_entries_with_their_own_env_dataset_and_overrides(tmp_path):
+    """offline-rl scores several datasets of one task: each entry is a board row with its own label, env and
+    dataset; imitation gives each entry its expert dataset as an override."""
+    suite = suite_from(["suite=offline-rl"])
+    assert suite.score == "d4rl"
+    specs = expand(suite, tmp_path, need_data=False)
+    rows = {s.task: s for s in specs}
+    assert set(rows) == {"halfcheetah-medium", "halfcheetah-medium-replay", "hopper-medium", "hopper-medium-replay"}
+    hc = rows["halfcheetah-medium-replay"]
+    assert hc.config["env"]["name"] == "halfcheetah-velocity" and hc.config["dataset"].endswith("/medium-replay-v0")
+    assert hc.run_dir.parent.parent == tmp_path / "halfcheetah-medium-replay"
+    assert len({s.run_dir for s in specs}) == len(specs) == 4 * 9 * 3
+    imitation = expand(suite_from(["suite=imitation"]), tmp_path, need_data=False)
+    hopper = [s for s in imitation if s.task == "hopper-random" and s.agent == "recoil-5"]
+    assert len(hopper) == 3 and all(s.config["expert_dataset"] == "saferl/HopperVelocity/expert-v0" for s in hopper)
+    assert all(s.config["expert_episodes"] == 5 for s in hopper)
+    with pytest.raises(SuiteError, match="score='nope'.*dsrl or d4rl"):
+        suite_from(["suite=smoke", "+suite.score=nope"])
+    with pytest.raises(SuiteError, match="unknown key.*env, overrides"):
+        suite_from(["suite=smoke", "+suite.tasks.point-robot.nope=1"])
+
+
+def test_d4rl_scored_board_ranks_by_reward_and_names_a_missing_score():
+    """score: d4rl reads eval.json's d4rl_normalized_reward and ranks by reward alone (the cost is reported)."""
+    records = []
+    for seed in (0, 1, 2):
+        for agent, d4rl, cost in (("cheap", 0.4, 0.0), ("fast", 0.9, 40.0)):
+            r = rec(agent, "point-robot", seed, 10, 0.5, cost, per_threshold=False)
+            r.result["d4rl_normalized_reward"] = d4rl
+            records.append(r)
+    board = aggregate(records, {"point-robot": [10.0]}, bootstrap_reps=0, score="d4rl")
+    assert [a.agent for a in board.agents] == ["fast", "cheap"]  # the unsafe one first: reward alone ranks
+    assert board.cell("point-robot", "fast", None).reward == pytest.approx(0.9)
+    dsrl = aggregate(records, {"point-robot": [10.0]}, bootstrap_reps=0)
+    assert [a.agent for a in dsrl.agents] == ["cheap", "fast"]
+    del records[0].result["d4rl_normalized_reward"]
+    with pytest.raises(KeyError, match="d4rl_normalized_reward"):
+        aggregate(records, {"point-robot": [10.0]}, bootstrap_reps=0, score="d4rl")
+
+
 def test_missing_dataset_and_bad_override_fail_before_training(tmp_path):
     with pytest.raises(SuiteError, match="no/such-v0.*saferl.collect"):
         expand(suite_from(["suite=smoke", "+suite.tasks.point-robot.dataset=no/such-v0"]), tmp_path)

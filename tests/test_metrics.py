@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from saferl.envs import get_task
-from saferl.evaluation import RolloutStats, dsrl_metrics, eval_thresholds, normalized_cost
+from saferl.evaluation import RolloutStats, d4rl_metrics, dsrl_metrics, eval_thresholds, normalized_cost
 
 
 def test_normalized_cost_formula_including_zero_threshold():
@@ -30,6 +30,13 @@ def test_dsrl_metrics_block():
     assert out["normalized_cost"] == {"0": 11.0, "5": 2.0, "10": 1.0, "20": 0.5}
     assert out["safe"] == {"0": False, "5": False, "10": True, "20": True}
     assert out["thresholds"] == [0.0, 5.0, 10.0, 20.0] and out["episodes"] == 2
+
+
+def test_d4rl_score_uses_the_datasets_reference_returns_and_only_when_it_has_them():
+    stats = RolloutStats(rewards=np.array([100.0, 300.0]), costs=np.zeros(2), lengths=np.array([1000, 1000]))
+    out = d4rl_metrics(stats, {"ref_min_score": -100.0, "ref_max_score": 700.0})
+    assert out == {"d4rl_normalized_reward": pytest.approx(0.375), "d4rl_reference_returns": [-100.0, 700.0]}
+    assert d4rl_metrics(stats, {}) == {} and d4rl_metrics(stats, {"ref_min_score": 5.0, "ref_max_score": 5.0}) == {}
 
 
 def test_eval_thresholds_add_the_run_cost_limit():

@@ -107,6 +107,9 @@ def test_tiny_build_writes_mixed_and_d4rl_style_datasets(hopper_tiny):
         returns = {k: float(load(recipe.d4rl_id(k)).episode_rewards.mean()) for k in ("random", "expert")}
         assert raw.storage.metadata["ref_min_score"] == pytest.approx(returns["random"])
         assert raw.storage.metadata["ref_max_score"] == pytest.approx(returns["expert"])
+        # the loader hands them on, so a run on D4RL-style data also records its D4RL score (eval.json)
+        assert data.metadata["ref_min_score"] == pytest.approx(returns["random"])
+        assert data.metadata["ref_max_score"] == pytest.approx(returns["expert"])
         assert data.num_episodes >= 1 and bool((data.episode_starts[1:] > data.episode_starts[:-1]).all())
     # medium-replay is the λ=0 SAC replay buffer up to the medium checkpoint: every env step of those segments
     replay = load(recipe.d4rl_id("medium-replay"))

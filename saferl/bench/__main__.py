@@ -165,7 +165,7 @@ def write_leaderboard(cfg: Any, suite: Any, specs: list[Any], command: str, reru
     from saferl.bench.aggregate import aggregate, collect
     from saferl.bench.report import write_reports
 
-    records, failed, missing = collect(specs)
+    records, failed, missing = collect(specs, suite.score)
     thresholds = {t.name: list(suite.thresholds(t.name)) for t in suite.tasks}
     board = aggregate(
         records,
@@ -175,6 +175,7 @@ def write_leaderboard(cfg: Any, suite: Any, specs: list[Any], command: str, reru
         expected_runs=len(specs),
         failed=failed,
         missing=missing,
+        score=suite.score,
     )
     paths = write_reports(board, Path(cfg.results_dir), _meta(cfg, suite, specs, command, rerun), records)
     _print_overall(board)

@@ -103,6 +103,7 @@ class Leaderboard:
     failed: dict[str, str] = field(default_factory=dict)  # run label -> error
     missing: list[str] = field(default_factory=list)  # runs neither finished nor failed
     bootstrap_reps: int = 0
+    score: str = "dsrl"  # the suite's `score:` (which normalized reward, and whether safety ranks first)
 
     def cell(self, task: str, agent: str, threshold: float | None) -> CellStats | None:
         rows = self.cells if threshold is not None else self.task_rows
@@ -124,14 +125,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(type(obj))
 
 
-def scores_at(record: RunRecord, threshold: float) -> tuple[float, float, float]:
-    """(normalized reward, normalized cost at κ, raw cost) of one run."""
+def scores_at(record: RunRecord, threshold: float, reward_key: str = "normalized_reward") -> tuple[float, float, float]:
+    """(normalized reward, normalized cost at κ, raw cost) of one run; the reward is eval.json's ``reward_key``."""
     res = record.result
     cost = float(res["cost_mean"])
     key = threshold_key(threshold)
     # eval.json has the normalized cost at the task's thresholds; recompute with the same function otherwise
     norm = res.get("normalized_cost", {}).get(key)
-    return float(res["normalized_reward"]), float(norm) if norm is not None else normalized_cost(cost, threshold), cost
+    if reward_key not in res:
+        raise KeyError(
+            f"{record.agent} on {record.task} seed {record.seed}: eval.json has no {reward_key} (a d4rl-scored suite "
+            "needs training datasets with ref_min_score/ref_max_score, as the D4RL-style velocity datasets have)"
+        )
+    return float(res[reward_key]), float(norm) if norm is not None else normalized_cost(cost, threshold), cost
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -148,8 +154,13 @@ def aggregate(
     expected_runs: int = 0,
     failed: dict[str, str] | None = None,
     missing: list[str] | None = None,
+    score: str = "dsrl",
 ) -> Leaderboard:
-    """Aggregate finished runs. ``thresholds`` maps each task to the κ values it is scored at."""
+    """Aggregate finished runs. ``thresholds`` maps each task to the κ values it is scored at. ``score="d4rl"``
+    (reward-only suites) scores the D4RL-normalized reward and ranks by reward alone."""
+    from saferl.bench.suite import SCORES
+
+    reward_key = SCORES[score]
     tasks = list(thresholds)
     agents = sorted({r.agent for r in records}, key=lambda a: next(i for i, r in enumerate(records) if r.agent == a))
     by_task_agent: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
@@ -170,7 +181,7 @@ def aggregate(
                 at = [r for r in runs if not r.per_threshold or math.isclose(r.cost_limit, kappa)]
                 if not at:
                     continue
-                scored = [scores_at(r, kappa) for r in at]
+                scored = [scores_at(r, kappa, reward_key) for r in at]
                 for r, s in zip(at, scored, strict=True):
                     per_seed[r.seed].append(s)
                 rew, rew_sd = _mean_std([s[0] for s in scored])
@@ -210,6 +221,8 @@ def aggregate(
     def rank_key(s: AgentSummary) -> tuple:
         iqm = s.iqm_reward if not math.isnan(s.iqm_reward) else -math.inf
         mean = s.mean_reward if not math.isnan(s.mean_reward) else -math.inf
+        if score == "d4rl":  # reward-only algorithms: the cost is reported, not ranked by
+            return (-iqm, -mean, s.agent)
         return (-s.safe_tasks, -iqm, -mean, s.agent)
 
     ranked = sorted(summaries.values(), key=rank_key)
@@ -228,6 +241,7 @@ def aggregate(
         failed=dict(failed or {}),
         missing=list(missing or []),
         bootstrap_reps=bootstrap_reps,
+        score=score,
     )
 
 
@@ -309,8 +323,9 @@ def _timing(records: list[RunRecord], agents: list[str]) -> list[Timing]:
 # collecting runs
 
 
-def collect(specs: list[Any]) -> tuple[list[RunRecord], dict[str, str], list[str]]:
-    """Records of the finished runs of a suite, the failed runs' errors, and the runs not done yet."""
+def collect(specs: list[Any], score: str = "dsrl") -> tuple[list[RunRecord], dict[str, str], list[str]]:
+    """Records of the finished runs of a suite (curves normalised as the suite's ``score``), the failed runs'
+    errors, and the runs not done yet."""
     from saferl.bench.curves import read_run_curve
     from saferl.bench.runner import read_state
     from saferl.runs.rundir import EVAL_FILE
@@ -320,7 +335,7 @@ def collect(specs: list[Any]) -> tuple[list[RunRecord], dict[str, str], list[str
         path = Path(spec.run_dir) / EVAL_FILE
         if path.is_file():
             result = json.loads(path.read_text())
-            curve = read_run_curve(Path(spec.run_dir), result)
+            curve = read_run_curve(Path(spec.run_dir), result, score)
             records.append(
                 RunRecord(spec.agent, spec.task, spec.seed, spec.cost_limit, spec.per_threshold, result, curve)
             )

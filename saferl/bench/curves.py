@@ -36,19 +36,27 @@ class RunCurve:
     costs: tuple[float, ...]  # raw episode cost returns: normalized per threshold when curves are averaged
 
 
-def read_run_curve(run_dir: Path, result: dict[str, Any]) -> RunCurve | None:
-    """The periodic evaluations in ``metrics.csv`` plus the final one in ``eval.json`` (``result``)."""
+def read_run_curve(run_dir: Path, result: dict[str, Any], score: str = "dsrl") -> RunCurve | None:
+    """The periodic evaluations in ``metrics.csv`` plus the final one in ``eval.json`` (``result``). With
+    ``score="d4rl"`` the rewards are D4RL-normalised by the dataset's reference returns that eval.json records."""
+    if score == "d4rl":
+        lo, hi = result["d4rl_reference_returns"]
+        normalise, final_key = (lambda raw: (raw - lo) / (hi - lo)), "d4rl_normalized_reward"
+    else:
+        normalise, final_key = None, "normalized_reward"
     points: dict[int, tuple[float, float]] = {}
     path = Path(run_dir) / "metrics.csv"
     if path.is_file():
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
-                reward, cost = row.get("eval/normalized_reward"), row.get("eval/cost")
+                reward = row.get("eval/normalized_reward") if normalise is None else row.get("eval/reward")
+                cost = row.get("eval/cost")
                 if reward and cost and not row.get("env_steps"):  # offline evaluations (online rows: env steps)
-                    points[int(row["step"])] = (float(reward), float(cost))
+                    value = float(reward) if normalise is None else normalise(float(reward))
+                    points[int(row["step"])] = (value, float(cost))
     steps = result.get("offline_steps", result.get("steps"))
-    if steps is not None and "normalized_reward" in result and not result.get("online_steps"):
-        points[int(steps)] = (float(result["normalized_reward"]), float(result["cost_mean"]))
+    if steps is not None and final_key in result and not result.get("online_steps"):
+        points[int(steps)] = (float(result[final_key]), float(result["cost_mean"]))
     if not points:
         return None
     order = sorted(points)

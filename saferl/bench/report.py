@@ -159,6 +159,19 @@ METRIC_NOTE = (
 )
 
 
+D4RL_NOTE = (
+    "Normalized reward here is D4RL's: (R − R_random)/(R_expert − R_random) with the training dataset's own "
+    "reference returns (ref_min_score / ref_max_score: the uniformly random policy and the expert of its build); "
+    "×100 is the D4RL score. These algorithms ignore the cost: agents are ranked by the IQM of the reward alone, "
+    "and the cost columns (the velocity limit's violations) are reported, not ranked by."
+)
+
+
+def metric_note(board: Leaderboard) -> str:
+    note = METRIC_NOTE.format(reps=board.bootstrap_reps)
+    return f"{note}\n\n{D4RL_NOTE}" if board.score == "d4rl" else note
+
+
 CONVERGENCE_NOTE = (
     "Curves: normalized reward and normalized cost (averaged over the task's thresholds) against gradient "
     "steps, mean over seeds, from the runs' periodic evaluations (`eval_every`) and their final one. A row has "
@@ -169,7 +182,7 @@ CONVERGENCE_NOTE = (
 
 def render_markdown(board: Leaderboard, meta: dict[str, Any], curves: list[AgentCurve] | None = None) -> str:
     out = [f"# Leaderboard: suite `{board.suite}`", "", *_header_lines(board, meta), ""]
-    out += [METRIC_NOTE.format(reps=board.bootstrap_reps), ""]
+    out += [metric_note(board), ""]
     cols, rows, agents = overall_table(board)
     out += ["## Overall", "", _md_table(cols, rows, [_safety_class(a) for a in agents]), ""]
     out += [f"![IQM of normalized reward and cost]({PLOTS}/iqm.png)", ""]
@@ -275,7 +288,7 @@ def render_html(
         f"<h1>Leaderboard: suite <code>{html.escape(board.suite)}</code></h1>",
     ]
     out += [f'<p class="note">{md_inline(line)}</p>' for line in _header_lines(board, meta) if line]
-    out.append(f'<p class="note">{md_inline(METRIC_NOTE.format(reps=board.bootstrap_reps))}</p>')
+    out.append(f'<p class="note">{md_inline(metric_note(board))}</p>')
     cols, rows, agents = overall_table(board)
     classes = [_safety_class(a) for a in agents]
     out += ["<h2>Overall</h2>", _html_table(cols, rows, classes), _img(plots["iqm"], "IQM of normalized reward")]

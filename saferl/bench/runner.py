@@ -108,7 +108,7 @@ def prepare_datasets(specs: list[RunSpec]) -> None:
     from saferl.data import ensure
     from saferl.envs import get_task
 
-    for dataset in sorted({s.config.get("dataset") or get_task(s.task).dataset_id for s in specs}):
+    for dataset in sorted({s.config.get("dataset") or get_task(s.config["env"]["name"]).dataset_id for s in specs}):
         ensure(dataset, progress=False)
 
 

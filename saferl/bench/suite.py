@@ -7,7 +7,8 @@ A suite is a YAML file in ``saferl/conf/suite/`` (Hydra config group ``suite``):
     cost_limits: null            # null: each task's own thresholds (saferl.envs.TASKS); or e.g. [10, 20, 40]
     overrides: [eval_episodes=10] # `python -m saferl.run` overrides for every run
     tasks:
-      point-robot: {}            # optional per task: dataset: <Minari id or path>, cost_limits: [...]
+      point-robot: {}            # optional per task: dataset: <Minari id or path>, cost_limits: [...],
+                                 # env: <task> (the key is then only the board's label), overrides: [...]
     algos:
       bc_all:                    # the agent's label on the leaderboard
         algo: bc_all             # registered algorithm (default: the label)
@@ -50,6 +51,10 @@ _NOT_IDENTITY = (
 )
 
 
+# suite `score:` -> the eval.json key of the normalized reward the board ranks by
+SCORES = {"dsrl": "normalized_reward", "d4rl": "d4rl_normalized_reward"}
+
+
 class SuiteError(SaferlError):
     """A suite that cannot run as defined (the message says what is missing and how to get it)."""
 
@@ -64,9 +69,15 @@ class AgentSpec:
 
 @dataclass(frozen=True)
 class TaskEntry:
-    name: str
+    name: str  # the board's label for this row of tasks (and the run directories' folder)
     dataset: str | None = None
     cost_limits: tuple[float, ...] | None = None
+    env: str = ""  # the saferl task it trains on; "" = the label itself
+    overrides: tuple[str, ...] = ()  # `saferl.run` overrides for this entry's runs (e.g. expert_dataset=...)
+
+    @property
+    def task(self) -> str:
+        return self.env or self.name
 
 
 @dataclass
@@ -78,6 +89,9 @@ class Suite:
     overrides: tuple[str, ...] = ()
     cost_limits: tuple[float, ...] | None = None
     description: str = ""
+    # the reward the board scores: "dsrl" (eval.json's normalized_reward, by the task's R_min/R_max) or "d4rl"
+    # (d4rl_normalized_reward, by the training dataset's random/expert reference returns; reward-only suites)
+    score: str = "dsrl"
     missing_hint: str = ""  # how to get what is missing (shown when a task, dataset or algorithm is absent)
 
     def thresholds(self, task: str) -> tuple[float, ...]:
@@ -89,7 +103,7 @@ class Suite:
             return self.cost_limits
         from saferl.envs import get_task
 
-        return tuple(float(k) for k in get_task(task).cost_thresholds)
+        return tuple(float(k) for k in get_task(entry.task).cost_thresholds)
 
 
 @dataclass
@@ -149,7 +163,7 @@ def parse_suite(raw: Any) -> Suite:
     from omegaconf import DictConfig, OmegaConf
 
     data = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else dict(raw)
-    known = {"name", "description", "seeds", "cost_limits", "overrides", "tasks", "algos", "missing_hint"}
+    known = {"name", "description", "seeds", "cost_limits", "overrides", "tasks", "algos", "missing_hint", "score"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SuiteError(f"unknown suite key(s) {', '.join(unknown)}; a suite has {', '.join(sorted(known))}")
@@ -163,10 +177,20 @@ def parse_suite(raw: Any) -> Suite:
     tasks = []
     for task, opts in (data.get("tasks") or {}).items():
         opts = dict(opts or {})
-        bad = sorted(set(opts) - {"dataset", "cost_limits"})
+        bad = sorted(set(opts) - {"dataset", "cost_limits", "env", "overrides"})
         if bad:
-            raise SuiteError(f"suite {name}, task {task}: unknown key(s) {', '.join(bad)} (dataset, cost_limits)")
-        tasks.append(TaskEntry(str(task), opts.get("dataset"), _floats(opts.get("cost_limits"), f"{task}.cost_limits")))
+            raise SuiteError(
+                f"suite {name}, task {task}: unknown key(s) {', '.join(bad)} (dataset, cost_limits, env, overrides)"
+            )
+        tasks.append(
+            TaskEntry(
+                str(task),
+                opts.get("dataset"),
+                _floats(opts.get("cost_limits"), f"{task}.cost_limits"),
+                env=str(opts.get("env") or ""),
+                overrides=_strings(opts.get("overrides"), f"{task}.overrides"),
+            )
+        )
     agents = []
     for label, opts in (data.get("algos") or {}).items():
         opts = dict(opts or {})
@@ -185,6 +209,9 @@ def parse_suite(raw: Any) -> Suite:
         )
     if not tasks or not agents:
         raise SuiteError(f"suite {name} needs at least one task and one algorithm")
+    score = str(data.get("score") or "dsrl")
+    if score not in SCORES:
+        raise SuiteError(f"suite {name}: score={score!r} is not known; use {' or '.join(SCORES)}")
     return Suite(
         name=name,
         description=str(data.get("description") or ""),
@@ -193,6 +220,7 @@ def parse_suite(raw: Any) -> Suite:
         agents=tuple(agents),
         overrides=_strings(data.get("overrides"), "overrides"),
         cost_limits=_floats(data.get("cost_limits"), "cost_limits"),
+        score=score,
         missing_hint=str(data.get("missing_hint") or ""),
     )
 
@@ -220,15 +248,15 @@ def check_available(suite: Suite, need_data: bool = True) -> None:
     from saferl.envs import TASKS
 
     problems = []
-    missing_tasks = [t.name for t in suite.tasks if t.name not in TASKS]
+    missing_tasks = [t.task for t in suite.tasks if t.task not in TASKS]
     if missing_tasks:
         problems.append(
             f"task(s) {', '.join(missing_tasks)} are not in saferl.envs.TASKS (available: {', '.join(sorted(TASKS))})"
         )
     missing_data = []
     for entry in suite.tasks if need_data else ():
-        if entry.name in TASKS:
-            dataset = entry.dataset or TASKS[entry.name].dataset_id
+        if entry.task in TASKS:
+            dataset = entry.dataset or TASKS[entry.task].dataset_id
             if not dataset_available(dataset):
                 missing_data.append(f"{dataset} (task {entry.name})")
         elif entry.dataset and not dataset_available(entry.dataset):
@@ -322,13 +350,13 @@ def expand(
     specs: list[RunSpec] = []
     refused: list[str] = []  # agents whose every run will refuse its options before training
     for entry in suite.tasks:
-        task = get_task(entry.name)
+        task = get_task(entry.task)
         kappas = suite.thresholds(entry.name)
         for agent in suite.agents:
-            base = [f"algo={agent.algo}", f"env={entry.name}"]
+            base = [f"algo={agent.algo}", f"env={entry.task}"]
             if entry.dataset:
                 base.append(f"dataset={entry.dataset}")
-            base += [*suite.overrides, *agent.overrides, *extra_overrides]
+            base += [*suite.overrides, *entry.overrides, *agent.overrides, *extra_overrides]
             # Compose once per (task, agent); seed and cost_limit are plain top-level keys set per run.
             composed = _compose(base)
             _validate(composed, f"suite {suite.name}, agent {agent.label} on {entry.name}")

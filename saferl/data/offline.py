@@ -245,6 +245,8 @@ def load(
         "env_id": _env_id(meta.get("env_spec")),
         "has_costs": has_costs,
         **{k: v for k, v in meta.get(minari_io.CHECKSUM_KEY, {}).items() if k != "checksums"},
+        # D4RL-style datasets: the random and expert returns their scores are normalised by
+        **{k: float(meta[k]) for k in ("ref_min_score", "ref_max_score") if meta.get(k) is not None},
     }
     return OfflineDataset(**tensors, episode_starts=starts, metadata=info)
 

@@ -159,6 +159,7 @@ def finish_member(
         "cost_limit": run.cost_limit,
         **(run.expert.record() if run.expert is not None else {}),
         **_metrics(final, run),
+        **evaluation.d4rl_metrics(final, plan.data.metadata),  # D4RL-style datasets: their own score too
         "wall_time_s": trainer.elapsed,
         "updates_per_s": steps / trainer.update_time if trainer.update_time > 0 else float("nan"),
     }
