@@ -12,6 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist every worker has a core: single-threaded torch, so that workers do not oversubscribe
+    the cores (the tests' networks are tiny, and several of them compare runs within one process)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def minari_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("minari")
