@@ -164,16 +164,31 @@ def offline_rl_section(specs: list) -> tuple[list[str], dict]:
     return lines, {"score": score, "stability": stab, "tasks": tasks}
 
 
-def plot_value_losses(stab: dict, tasks: list[str]) -> Path | None:
-    if not stab:
-        return None
+def _panels(tasks: list[str], width: float):
+    """One panel per task, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.2), squeeze=False)
-    for ax, t in zip(axes[0], tasks, strict=True):
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 3.1), squeeze=False)
+    return fig, list(zip(axes[0], tasks, strict=True))
+
+
+def _save(fig, panels, ylabel: str, name: str) -> Path:
+    from saferl.bench.plots import save_figure
+
+    panels[0][0].set_ylabel(ylabel)
+    panels[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, OUT / name, dpi=110)
+
+
+def plot_value_losses(stab: dict, tasks: list[str]) -> Path | None:
+    if not stab:
+        return None
+    fig, panels = _panels(tasks, 4.2)
+    for ax, t in panels:
         for a in VALUE_AGENTS:
             for i, run in enumerate(stab.get((t, a), [])):
                 steps, values = zip(*run["losses"], strict=True) if run["losses"] else ((), ())
@@ -181,14 +196,7 @@ def plot_value_losses(stab: dict, tasks: list[str]) -> Path | None:
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("gradient steps")
         ax.set_yscale("symlog")
-    axes[0][0].set_ylabel("value loss (each seed)")
-    axes[0][0].legend(fontsize=7)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "value_loss.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, panels, "value loss (each seed)", "value_loss.png")
 
 
 def imitation_section(specs: list) -> tuple[list[str], dict]:
@@ -221,13 +229,8 @@ def imitation_section(specs: list) -> tuple[list[str], dict]:
 def plot_imitation(score: dict, tasks: list[str], methods, counts) -> Path | None:
     if not score:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.0), squeeze=False)
-    for ax, t in zip(axes[0], tasks, strict=True):
+    fig, panels = _panels(tasks, 3.6)
+    for ax, t in panels:
         for i, m in enumerate(methods):
             xs = [n for n in counts if score.get((t, m, n))]
             ys = [100 * np.mean(score[(t, m, n)]) for n in xs]
@@ -236,14 +239,7 @@ def plot_imitation(score: dict, tasks: list[str], methods, counts) -> Path | Non
         ax.set_xscale("log")
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("expert episodes")
-    axes[0][0].set_ylabel("D4RL score")
-    axes[0][0].legend(fontsize=7)
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "imitation.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, panels, "D4RL score", "imitation.png")
 
 
 def safe_section(specs: list) -> tuple[list[str], dict]:

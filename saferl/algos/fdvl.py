@@ -177,22 +177,30 @@ def q_loss(qs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return huber.mean(dim=1).sum()
 
 
+def build_dual_v_networks(algo: Algorithm, config: AlgoConfig, ctx: AlgoContext, critics: int) -> None:
+    """The Dual-RL learners' networks on ``algo`` (`learner.py`; f-DVL, XQL and ReCOIL alike): ``critics`` Q
+    critics ``q`` and their target copy ``q_target``, a value net ``v`` (LayerNorm per ``value_layer_norm``) and
+    IQL's Gaussian ``actor``; Adam for each, and cosine decay of the actor's learning rate over the run
+    (``optax.cosine_decay_schedule(actor_lr, max_steps)``). ``config`` has hidden, the three learning rates,
+    value_layer_norm and steps."""
+    o, a, h = ctx.obs_dim, ctx.act_dim, config.hidden
+    algo.q = QEnsemble(o, a, critics, h).to(ctx.device)
+    algo.q_target = copy.deepcopy(algo.q).requires_grad_(False)  # `learner.py`: same init as the critic
+    algo.v = ValueNet(o, h, layer_norm=config.value_layer_norm).to(ctx.device)
+    algo.actor = GaussianActor(o, a, ctx.action_low, ctx.action_high, h).to(ctx.device)
+    algo.optimizers["v"] = adam(algo.v.parameters(), lr=config.value_lr)
+    algo.optimizers["actor"] = adam(algo.actor.parameters(), lr=config.actor_lr)
+    algo.optimizers["q"] = adam(algo.q.parameters(), lr=config.critic_lr)
+    algo.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(algo.optimizers["actor"], config.steps)
+
+
 @register("fdvl")
 class FDVL(Algorithm):
     Config = FDVLConfig
 
     def __init__(self, config: FDVLConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
-        o, a, h = ctx.obs_dim, ctx.act_dim, config.hidden
-        self.q = QEnsemble(o, a, 2 if config.double_q else 1, h).to(ctx.device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)  # `learner.py`: same init as the critic
-        self.v = ValueNet(o, h, layer_norm=config.value_layer_norm).to(ctx.device)
-        self.actor = GaussianActor(o, a, ctx.action_low, ctx.action_high, h).to(ctx.device)
-        self.optimizers["v"] = adam(self.v.parameters(), lr=config.value_lr)
-        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
-        self.optimizers["q"] = adam(self.q.parameters(), lr=config.critic_lr)
-        # `learner.py`: optax.cosine_decay_schedule(actor_lr, max_steps) for the actor only
-        self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], config.steps)
+        build_dual_v_networks(self, config, ctx, critics=2 if config.double_q else 1)
 
     def prepare(self, data: OfflineDataset) -> OfflineDataset:
         if not self.config.normalize_rewards:

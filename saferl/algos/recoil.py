@@ -45,18 +45,17 @@ Details carried over from the released code (file by file):
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, adam, optimize, union_with_expert
-from saferl.algos.fdvl import reverse_kl_loss
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, optimize, union_with_expert
+from saferl.algos.fdvl import build_dual_v_networks, reverse_kl_loss
 from saferl.algos.iql import awr_weights
 from saferl.algos.registry import register
 from saferl.data import Batch, OfflineDataset
-from saferl.nn import GaussianActor, QEnsemble, ValueNet, soft_update
+from saferl.nn import soft_update
 
 
 @dataclass
@@ -120,15 +119,7 @@ class ReCOIL(Algorithm):
 
     def __init__(self, config: ReCOILConfig, ctx: AlgoContext):
         super().__init__(config, ctx)
-        o, a, h = ctx.obs_dim, ctx.act_dim, config.hidden
-        self.q = QEnsemble(o, a, 2, h).to(ctx.device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.v = ValueNet(o, h, layer_norm=config.value_layer_norm).to(ctx.device)
-        self.actor = GaussianActor(o, a, ctx.action_low, ctx.action_high, h).to(ctx.device)
-        self.optimizers["q"] = adam(self.q.parameters(), lr=config.critic_lr)
-        self.optimizers["v"] = adam(self.v.parameters(), lr=config.value_lr)
-        self.optimizers["actor"] = adam(self.actor.parameters(), lr=config.actor_lr)
-        self.schedulers["actor"] = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizers["actor"], config.steps)
+        build_dual_v_networks(self, config, ctx, critics=2)
         self.expert: OfflineDataset | None = None  # set by prepare_imitation; sampled for every batch's second half
 
     @property
