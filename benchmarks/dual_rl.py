@@ -1,7 +1,8 @@
 """Dual RL benchmark (issue 18): f-DVL against XQL and IQL, ReCOIL against BC, and ReCOIL on safe experts.
 
-Runs three suites through ``python -m saferl.bench`` (resumable: finished runs are skipped) and writes
-``benchmarks/dual_rl.md`` with the claims tables and plots under ``benchmarks/results/dual_rl/``:
+Runs three suites through ``python -m saferl.bench`` (resumable: finished runs are skipped) and writes the
+claims table and the result tables into ``benchmarks/dual_rl.md`` (between its ``dual_rl.py`` markers; the text
+around them is hand-written) and the plots under ``benchmarks/results/dual_rl/``:
 
 * ``offline-rl``: every reward-only algorithm on the D4RL-style HalfCheetah / Hopper medium and medium-replay
   data. Stability of XQL against f-DVL (χ², TV) is read from each run's logged value loss (``metrics.csv``) and
@@ -222,7 +223,7 @@ def plot_value_losses(stab: dict, tasks: list[str]) -> Path | None:
 def imitation_section(specs: list) -> tuple[list[str], dict]:
     done = [(s, r) for s in specs if (r := read_result(s)) is not None]
     tasks = list(dict.fromkeys(s.task for s in specs))
-    methods = ("recoil", "bc_expert", "bc_all")
+    methods = tuple(dict.fromkeys(s.agent.rsplit("-", 1)[0] for s in specs))  # recoil, recoil-t10, bc_expert, …
     counts = sorted({int(s.config["expert_episodes"]) for s in specs})
     score = {}
     for s, r in done:
@@ -336,24 +337,26 @@ def claims(data: dict) -> list[str]:
         verdict = "reproduced" if not worse else f"not reproduced on {', '.join(worse)}"
         rows.append((f"{f} matches or beats IQL (within {100 * MATCH:g} points)", measured, verdict))
     imi = data["imitation"]
+    variants = [m for m in ("recoil", "recoil-t10") if any(k[1] == m for k in imi["score"])]
     for t in imi["tasks"]:
-        cells = []
-        for n in imi["counts"]:
-            r, e, a = (_mean(imi["score"].get((t, m, n), [])) for m in ("recoil", "bc_expert", "bc_all"))
-            if not any(math.isnan(v) for v in (r, e, a)):
-                cells.append((n, r, e, a))
-        if not cells:
-            continue
-        beaten = [n for n, r, e, a in cells if r > max(e, a)]
-        measured = "; ".join(f"{n} ep.: {100 * r:.1f} vs {100 * e:.1f} / {100 * a:.1f}" for n, r, e, a in cells)
-        verdict = (
-            "reproduced"
-            if len(beaten) == len(cells)
-            else f"at {', '.join(map(str, beaten))} expert episodes only"
-            if beaten
-            else "not reproduced"
-        )
-        rows.append((f"{t}: ReCOIL beats BC-expert and BC-all (ReCOIL vs BC-expert / BC-all)", measured, verdict))
+        for variant in variants:
+            cells = []
+            for n in imi["counts"]:
+                r, e, a = (_mean(imi["score"].get((t, m, n), [])) for m in (variant, "bc_expert", "bc_all"))
+                if not any(math.isnan(v) for v in (r, e, a)):
+                    cells.append((n, r, e, a))
+            if not cells:
+                continue
+            beaten = [n for n, r, e, a in cells if r > max(e, a)]
+            measured = "; ".join(f"{n} ep.: {100 * r:.1f} vs {100 * e:.1f} / {100 * a:.1f}" for n, r, e, a in cells)
+            if len(beaten) == len(cells):
+                verdict = "reproduced"
+            elif beaten:
+                verdict = f"at {', '.join(map(str, beaten))} expert episodes only"
+            else:
+                verdict = "not reproduced"
+            claim = f"{t}: {variant} beats BC-expert and BC-all ({variant} vs BC-expert / BC-all)"
+            rows.append((claim, measured, verdict))
     lines = [
         "## Claims, side by side",
         "",
@@ -385,9 +388,24 @@ def main() -> None:
         lines, data[suite] = build(specs_of(suite, args.runs_root))
         sections += [*lines, ""]
     sections = [*claims(data), "", *sections]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sections.md").write_text("\n".join(sections))
-    print("\n".join(sections))
+    text = "\n".join(sections)
+    write_between_markers(REPO / "benchmarks" / "dual_rl.md", text)
+    print(text)
+
+
+BEGIN, END = "<!-- dual_rl.py:begin -->", "<!-- dual_rl.py:end -->"
+
+
+def write_between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the markers in ``path`` (the hand-written text around them stays), atomically."""
+    old = path.read_text() if path.is_file() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in old or END not in old:
+        raise SystemExit(f"{path} lacks the markers {BEGIN} / {END}")
+    head, rest = old.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
