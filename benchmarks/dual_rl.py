@@ -192,7 +192,8 @@ def _save(fig, panels, ylabel: str, name: str) -> Path:
 
 def plot_value_losses(stab: dict, tasks: list[str]) -> Path | None:
     """Per dataset: the value loss (top) and the mean V(s) of the batch (bottom) of every seed."""
-    if not stab:
+    tasks = [t for t in tasks if any(stab.get((t, a)) for a in VALUE_AGENTS)]  # datasets with finished runs
+    if not tasks:
         return None
     import matplotlib
 
@@ -248,7 +249,8 @@ def imitation_section(specs: list) -> tuple[list[str], dict]:
 
 
 def plot_imitation(score: dict, tasks: list[str], methods, counts) -> Path | None:
-    if not score:
+    tasks = [t for t in tasks if any(k[0] == t for k in score)]  # datasets with finished runs
+    if not tasks:
         return None
     fig, panels = _panels(tasks, 3.6)
     for ax, t in panels:
