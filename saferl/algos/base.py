@@ -183,9 +183,10 @@ class Algorithm(nn.Module):
     def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
         """Called instead of ``prepare`` when the run has expert episodes (``expert_dataset=``; only for
         algorithms whose ``expert_data`` is not NONE): ``data`` is the training dataset, ``expert`` the expert
-        episodes the run selected (same shapes and task). Returns the data the loop samples from; an algorithm
-        that also needs ``expert`` at sampling time keeps a reference to it."""
-        raise NotImplementedError(f"{self.name} declares expert_data={self.expert_data.value} but reads no expert data")
+        episodes the run selected (same shapes and task). Returns the data the loop samples from: by default the
+        training data ∪ the expert episodes; an algorithm that also needs ``expert`` at sampling time keeps a
+        reference to it."""
+        return union_with_expert(data, expert)
 
     def sample(self, data: OfflineDataset, batch_size: int, generator: torch.Generator | None = None) -> Any:
         """Draw one training batch (override for extra per-transition data or sequences)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, adam, optimize, union_with_expert
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, adam, optimize
 from saferl.algos.registry import register
 from saferl.data import Batch, DatasetError, OfflineDataset
 from saferl.nn import DeterministicActor
@@ -65,10 +65,7 @@ class _BehaviourCloning(Algorithm):
 @register("bc_all")
 class BCAll(_BehaviourCloning):
     safe_only = False
-    expert_data = ExpertData.OPTIONAL
-
-    def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
-        return union_with_expert(data, expert)
+    expert_data = ExpertData.OPTIONAL  # with expert episodes: the data ∪ them (the default prepare_imitation)
 
 
 @register("bc_safe")

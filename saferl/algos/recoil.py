@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, optimize, union_with_expert
+from saferl.algos.base import AlgoConfig, AlgoContext, Algorithm, ExpertData, optimize
 from saferl.algos.fdvl import build_dual_v_networks, reverse_kl_loss
 from saferl.algos.iql import awr_weights
 from saferl.algos.registry import register
@@ -128,7 +128,7 @@ class ReCOIL(Algorithm):
 
     def prepare_imitation(self, data: OfflineDataset, expert: OfflineDataset) -> OfflineDataset:
         self.expert = expert
-        return union_with_expert(data, expert)  # D_mix: the training data with the expert episodes inserted
+        return super().prepare_imitation(data, expert)  # D_mix: the training data with the expert episodes inserted
 
     def sample(self, data: OfflineDataset, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         """``batch_size`` transitions of the mixed data followed by ``expert_batch_size`` expert transitions."""
