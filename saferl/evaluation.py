@@ -158,6 +158,24 @@ def d4rl_metrics(stats: RolloutStats, metadata: dict) -> dict:
     }
 
 
+def conditioned_metrics(by_threshold: dict[float, RolloutStats], task: TaskSpec, metadata: dict) -> dict:
+    """``eval.json["by_threshold"]`` of a threshold-conditioned algorithm (one model for every κ, told κ when it
+    acts, as CDT): per κ, the rollouts conditioned on κ, scored at κ."""
+    out = {}
+    for kappa, stats in sorted(by_threshold.items()):
+        key, block = threshold_key(kappa), dsrl_metrics(stats, task, [kappa])
+        out[key] = {
+            "episodes": block["episodes"],
+            "reward_mean": block["reward_mean"],
+            "cost_mean": block["cost_mean"],
+            "normalized_reward": block["normalized_reward"],
+            "normalized_cost": block["normalized_cost"][key],
+            "safe": block["safe"][key],
+            **d4rl_metrics(stats, metadata),
+        }
+    return out
+
+
 def safety_metrics(stats: RolloutStats) -> dict:
     """Per-episode violation fraction and, for filtered rollouts, the safety filter's statistics."""
     out: dict = {"episodes_with_violation": float(np.mean(stats.costs > 0))}
@@ -197,3 +215,13 @@ def print_eval_table(result: dict, title: str) -> None:
         ["threshold", "normalized reward", "normalized cost", "safe"],
         rows,
     )
+
+
+def print_conditioned_table(by_threshold: dict, title: str) -> None:
+    from saferl.console import print_table
+
+    rows = [
+        [f"κ = {k}", m["normalized_reward"], m["normalized_cost"], "yes" if m["safe"] else "NO"]
+        for k, m in by_threshold.items()
+    ]
+    print_table(title, ["threshold", "normalized reward", "normalized cost", "safe"], rows)

@@ -523,3 +523,44 @@ def test_ray_suite_and_multirun(tmp_path, local_smoke):
     for name, r in ray_runs.items():  # same seeds, same data: the engine does not change the numbers
         for key in ("normalized_reward", "reward_mean", "cost_mean"):
             assert r[key] == local_runs[name][key]
+
+
+def test_threshold_conditioned_runs_are_scored_and_plotted_by_their_rollouts_for_each_kappa(tmp_path):
+    """A CDT-like run trained once (per_threshold: false) that reports ``by_threshold`` is scored at κ by its
+    rollouts for κ, on the board and on its learning curve (the ``eval/k<κ>/*`` columns), not by the rollouts
+    for its own cost limit."""
+    from saferl.bench.curves import agent_curves, read_run_curve
+
+    task = get_task("point-robot")
+    result = fake_eval("cdt", "point-robot", 0, 10.0, 0.5, 8.0)  # the rollouts for κ = 10
+    raw = {5.0: (0.2, 4.0), 10.0: (0.5, 8.0), 20.0: (0.9, 30.0)}  # κ -> (normalized reward, cost return)
+    result["by_threshold"] = {
+        f"{k:g}": {"normalized_reward": r, "cost_mean": c, "normalized_cost": c / k, "safe": c <= k}
+        for k, (r, c) in raw.items()
+    }
+    board = aggregate([RunRecord("cdt", "point-robot", 0, 10.0, False, result)], {"point-robot": KAPPAS})
+    cells = {c.threshold: c for c in board.cells}
+    assert {k: (c.reward, c.cost) for k, c in cells.items()} == {k: (r, c / k) for k, (r, c) in raw.items()}
+    assert [cells[k].safe for k in KAPPAS] == [True, True, False]
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # two periodic evaluations; the one at step 50 has κ = 5's and κ = 20's own rollouts
+    header = "step,loss,eval/reward,eval/cost,eval/normalized_reward,eval/normalized_cost,"
+    header += (
+        "eval/k5/cost,eval/k5/normalized_reward,eval/k5/reward,eval/k20/cost,eval/k20/normalized_reward,eval/k20/reward"
+    )
+    lines = [header, "25,1.0,,,,,,,,,,", "50,0.5,0,6.0,0.4,0.6,2.0,0.1,0,40.0,0.7,0"]
+    (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+    curve = read_run_curve(run_dir, result)
+    assert curve.steps == (50, 100) and curve.rewards == (0.4, 0.5)
+    assert curve.by_threshold == {
+        5.0: ((0.1, 0.2), (2.0, 4.0)),
+        10.0: ((0.4, 0.5), (6.0, 8.0)),
+        20.0: ((0.7, 0.9), (40.0, 30.0)),
+    }
+    record = RunRecord("cdt", "point-robot", 0, 10.0, False, result, curve)
+    (row,) = agent_curves([record], {"point-robot": KAPPAS})
+    assert row.reward == pytest.approx([(0.1 + 0.4 + 0.7) / 3, (0.2 + 0.5 + 0.9) / 3])
+    assert row.cost == pytest.approx([(2 / 5 + 6 / 10 + 40 / 20) / 3, (4 / 5 + 8 / 10 + 30 / 20) / 3])
+    assert task.name == "point-robot"

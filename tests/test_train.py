@@ -330,3 +330,44 @@ def test_cost_limit_zero_is_a_limit_in_the_run_and_in_the_suite(tmp_path, point_
     specs = expand(smoke, tmp_path / "suite", ("cost_limit=0",), need_data=False)
     assert specs and all(s.cost_limit == 0 and "cost_limit=0" in s.overrides for s in specs)
     assert {s.per_threshold for s in specs} == {True, False}  # bc_all (one run per seed) keeps κ = 0 too
+
+
+def test_a_threshold_conditioned_algorithm_is_evaluated_for_each_threshold(tmp_path, point_dataset):
+    """CDT is trained once and told κ when it acts: eval.json's ``by_threshold`` holds, per κ, rollouts of the
+    policy conditioned on κ (equal to a fresh rollout of the reloaded model for that κ), metrics.csv logs them at
+    each periodic evaluation, and algorithms that do not take κ write neither."""
+    import csv
+
+    import numpy as np
+
+    from saferl.evaluation import rollout
+
+    run_dir = tmp_path / "cdt"
+    opts = ["eval_every=20", "eval_episodes=3", "progress=false", "tensorboard=false", "threads=1"]
+    result = run_experiment(config("algo=cdt", "steps=40", f"run_dir={run_dir}", *opts))
+    assert sorted(result["by_threshold"], key=float) == ["5", "10", "20"]  # PointRobot's κ, cost_limit 10 among them
+    algo, task, _, _ = load_run(run_dir)
+    algo.eval()
+    for key, block in result["by_threshold"].items():
+        stats = rollout(task.env_id, algo.episodic_policy(float(key)), 3, seed=0)
+        assert np.isclose(stats.rewards.mean(), block["reward_mean"]) and np.isclose(
+            stats.costs.mean(), block["cost_mean"]
+        )
+        assert block["normalized_cost"] == pytest.approx(block["cost_mean"] / float(key))
+        assert block["safe"] == (block["normalized_cost"] <= 1)
+    at_limit = result["by_threshold"]["10"]
+    assert (at_limit["reward_mean"], at_limit["cost_mean"]) == (result["reward_mean"], result["cost_mean"])
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = next(r for r in rows if r["step"] == "20")
+    for kappa in ("5", "20"):
+        assert (
+            logged[f"eval/k{kappa}/reward"]
+            and logged[f"eval/k{kappa}/cost"]
+            and logged[f"eval/k{kappa}/normalized_reward"]
+        )
+    assert "eval/k10/reward" not in logged  # the run's own κ is the plain eval/ columns
+
+    plain = run_experiment(config("algo=bc_all", "steps=20", f"run_dir={tmp_path / 'bc'}", *opts))
+    assert "by_threshold" not in plain
+    assert not any("/k" in c for c in (tmp_path / "bc" / "metrics.csv").read_text().splitlines()[0].split(","))

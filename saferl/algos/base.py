@@ -128,6 +128,9 @@ class Algorithm(nn.Module):
     # False when ``update`` cannot run under ``torch.func.vmap`` (K seeds as one batched model, ``seeds=[…]``):
     # such an algorithm is refused there with a request to run one process per seed
     batched_seeds: ClassVar[bool] = True
+    # True: one trained model serves every cost threshold κ, which it takes as an input when acting
+    # (`episodic_policy(κ)`, e.g. CDT's cost-to-go); runs then evaluate it conditioned on each κ they report
+    threshold_conditioned: ClassVar[bool] = False
     # whether ``expert_dataset=`` is refused, accepted or needed (an `ExpertData`; its string value is accepted)
     expert_data: ClassVar[ExpertData] = ExpertData.NONE
 
@@ -201,9 +204,10 @@ class Algorithm(nn.Module):
         raise NotImplementedError
 
     # -- hooks for evaluation -------------------------------------------------------------------
-    def episodic_policy(self) -> BatchPolicy | EpisodicPolicy:
+    def episodic_policy(self, cost_target: float | None = None) -> BatchPolicy | EpisodicPolicy:
         """What evaluation rollouts call: ``act`` by default; sequence models return an `EpisodicPolicy`
-        that keeps per-episode context (CDT: returns-to-go conditioned on the cost limit; HNPG: the step)."""
+        that keeps per-episode context (CDT: returns-to-go; HNPG: the step). ``cost_target``: the threshold κ
+        a `threshold_conditioned` algorithm acts for (None: the run's cost limit); others ignore it."""
         return self.act
 
     def wrap_eval_env(self, env: gym.Env) -> gym.Env:

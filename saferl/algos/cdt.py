@@ -197,6 +197,7 @@ def pareto_frontier(costs: np.ndarray, rewards: np.ndarray) -> np.ndarray:
 @register("cdt")
 class CDT(Algorithm):
     Config = CDTConfig
+    threshold_conditioned = True  # trained once; κ is the cost-to-go it starts each evaluation episode from
 
     def __init__(self, config: CDTConfig, ctx: AlgoContext):
         super().__init__(config, ctx)

@@ -387,6 +387,6 @@ class HNPG(Algorithm):
             t = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
         return self.policy_at(obs, t, deterministic)
 
-    def episodic_policy(self, deterministic: bool = True) -> _StepCountingPolicy:
+    def episodic_policy(self, cost_target: float | None = None, deterministic: bool = True) -> _StepCountingPolicy:
         """For `saferl.evaluation.rollout`: counts each episode's steps to pick π_t."""
         return _StepCountingPolicy(self, deterministic)

@@ -126,17 +126,20 @@ def _json_default(obj: Any) -> Any:
 
 
 def scores_at(record: RunRecord, threshold: float, reward_key: str = "normalized_reward") -> tuple[float, float, float]:
-    """(normalized reward, normalized cost at κ, raw cost) of one run; the reward is eval.json's ``reward_key``."""
-    res = record.result
-    cost = float(res["cost_mean"])
+    """(normalized reward, normalized cost at κ, raw cost) of one run; the reward is eval.json's ``reward_key``.
+    A threshold-conditioned run (eval.json ``by_threshold``, e.g. CDT) is scored by its rollouts for κ."""
     key = threshold_key(threshold)
-    # eval.json has the normalized cost at the task's thresholds; recompute with the same function otherwise
-    norm = res.get("normalized_cost", {}).get(key)
+    res = record.result.get("by_threshold", {}).get(key, record.result)
     if reward_key not in res:
         raise KeyError(
             f"{record.agent} on {record.task} seed {record.seed}: eval.json has no {reward_key} (a d4rl-scored suite "
             "needs training datasets with ref_min_score/ref_max_score, as the D4RL-style velocity datasets have)"
         )
+    cost = float(res["cost_mean"])
+    # the normalized cost at κ as eval.json has it (a dict over the task's thresholds, a number in a by_threshold
+    # entry); recomputed with the same function for a κ the run did not report
+    norm = res.get("normalized_cost")
+    norm = norm.get(key) if isinstance(norm, dict) else norm
     return float(res[reward_key]), float(norm) if norm is not None else normalized_cost(cost, threshold), cost
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,33 +35,62 @@ class RunCurve:
     steps: tuple[int, ...]
     rewards: tuple[float, ...]  # normalized, as the run computed it (its task's or dataset's R_min/R_max)
     costs: tuple[float, ...]  # raw episode cost returns: normalized per threshold when curves are averaged
+    # a threshold-conditioned run (CDT): κ -> (rewards, costs) of its rollouts for κ, at the same steps
+    # (the run's own cost limit included)
+    by_threshold: dict[float, tuple[tuple[float, ...], tuple[float, ...]]] | None = None
 
 
 def read_run_curve(run_dir: Path, result: dict[str, Any], score: str = "dsrl") -> RunCurve | None:
     """The periodic evaluations in ``metrics.csv`` plus the final one in ``eval.json`` (``result``). With
-    ``score="d4rl"`` the rewards are D4RL-normalised by the dataset's reference returns that eval.json records."""
+    ``score="d4rl"`` the rewards are D4RL-normalised by the dataset's reference returns that eval.json records.
+    A threshold-conditioned run's rollouts for each κ (``eval/k<κ>/*`` columns, ``by_threshold``) are read too."""
     if score == "d4rl":
         lo, hi = result["d4rl_reference_returns"]
         normalise, final_key = (lambda raw: (raw - lo) / (hi - lo)), "d4rl_normalized_reward"
     else:
         normalise, final_key = None, "normalized_reward"
-    points: dict[int, tuple[float, float]] = {}
+
+    def point(row: dict[str, str], prefix: str) -> tuple[float, float] | None:
+        reward = row.get(f"{prefix}normalized_reward") if normalise is None else row.get(f"{prefix}reward")
+        cost = row.get(f"{prefix}cost")
+        if not (reward and cost):
+            return None
+        return (float(reward) if normalise is None else normalise(float(reward))), float(cost)
+
+    by_kappa: dict[float | None, dict[int, tuple[float, float]]] = {None: {}}  # None: the run's cost limit
     path = Path(run_dir) / "metrics.csv"
     if path.is_file():
         with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                reward = row.get("eval/normalized_reward") if normalise is None else row.get("eval/reward")
-                cost = row.get("eval/cost")
-                if reward and cost and not row.get("env_steps"):  # offline evaluations (online rows: env steps)
-                    value = float(reward) if normalise is None else normalise(float(reward))
-                    points[int(row["step"])] = (value, float(cost))
+            reader = csv.DictReader(fh)
+            kappas = [m.group(1) for c in reader.fieldnames or () if (m := _CONDITIONED.match(c))]
+            for row in reader:
+                if row.get("env_steps"):  # online rows are counted in env steps: not on this curve
+                    continue
+                for kappa in (None, *kappas):
+                    p = point(row, "eval/" if kappa is None else f"eval/k{kappa}/")
+                    if p is not None:
+                        by_kappa.setdefault(None if kappa is None else float(kappa), {})[int(row["step"])] = p
     steps = result.get("offline_steps", result.get("steps"))
     if steps is not None and final_key in result and not result.get("online_steps"):
-        points[int(steps)] = (float(result[final_key]), float(result["cost_mean"]))
+        by_kappa[None][int(steps)] = (float(result[final_key]), float(result["cost_mean"]))
+        for key, block in result.get("by_threshold", {}).items():
+            by_kappa.setdefault(float(key), {})[int(steps)] = (float(block[final_key]), float(block["cost_mean"]))
+    points = by_kappa.pop(None)
     if not points:
         return None
     order = sorted(points)
-    return RunCurve(tuple(order), tuple(points[s][0] for s in order), tuple(points[s][1] for s in order))
+    by_threshold = None
+    if by_kappa:
+        by_kappa[float(result["cost_limit"])] = points  # the plain eval/ columns are the rollouts for it
+        by_threshold = {
+            kappa: (tuple(pts[s][0] for s in order), tuple(pts[s][1] for s in order))
+            for kappa, pts in sorted(by_kappa.items())
+            if all(s in pts for s in order)
+        }
+    return RunCurve(tuple(order), tuple(points[s][0] for s in order), tuple(points[s][1] for s in order), by_threshold)
+
+
+_CONDITIONED = re.compile(r"^eval/k([^/]+)/cost$")
 
 
 @dataclass
@@ -118,10 +148,10 @@ def agent_curves(records: list[Any], thresholds: dict[str, list[float]]) -> list
         for rec in recs:
             kappas = [rec.cost_limit] if rec.per_threshold else thresholds[task]
             index = {s: i for i, s in enumerate(rec.curve.steps)}
-            rewards.append([rec.curve.rewards[index[s]] for s in common])
-            costs.append(
-                [float(np.mean([normalized_cost(rec.curve.costs[index[s]], k) for k in kappas])) for s in common]
-            )
+            # (rewards, costs) the run scores at each κ: its rollouts for κ when threshold-conditioned
+            at = {k: (rec.curve.by_threshold or {}).get(k, (rec.curve.rewards, rec.curve.costs)) for k in kappas}
+            rewards.append([float(np.mean([at[k][0][index[s]] for k in kappas])) for s in common])
+            costs.append([float(np.mean([normalized_cost(at[k][1][index[s]], k) for k in kappas])) for s in common])
         reward = np.mean(rewards, axis=0).tolist()
         cost = np.mean(costs, axis=0).tolist()
         out.append(AgentCurve(agent, task, len(recs), common, reward, cost, plateau(common, reward, cost)))

@@ -148,8 +148,13 @@ def finish_member(
     s, run, trainer = member.s, plan.run, member.trainer
     steps = run.steps
     member.algo.eval()
+    others = trainer.final_others
     if final is None:
         final = evaluation.rollout(run.task.env_id, trainer.policy, s.eval_episodes, s.seed, wrap_env=trainer.wrap_eval)
+        others = None
+    if trainer.other_thresholds and others is None:
+        others = trainer.evaluate_others()
+        member.algo.eval()
     result = {
         "algo": s.algo,
         "env": s.env,
@@ -163,6 +168,10 @@ def finish_member(
         "wall_time_s": trainer.elapsed,
         "updates_per_s": steps / trainer.update_time if trainer.update_time > 0 else float("nan"),
     }
+    if others:  # a threshold-conditioned algorithm: its rollouts for each κ, scored at that κ
+        result["by_threshold"] = evaluation.conditioned_metrics(
+            {run.cost_limit: final, **others}, run.task, plan.data.metadata
+        )
     if trainer.members > 1:  # trained in a K-seed batch: updates_per_s is this member's, the process did K×
         result["batched_seeds"] = trainer.members
     if online is not None:
@@ -175,6 +184,8 @@ def finish_member(
     if online is not None:
         evaluation.print_eval_table(result["offline"], f"{s.algo} on {s.env}: the offline policy")
     evaluation.print_eval_table(result, f"{s.algo} on {s.env} (seed {s.seed}, {describe_length(s, steps)})")
+    if others:
+        evaluation.print_conditioned_table(result["by_threshold"], f"{s.algo} on {s.env}: conditioned on each κ")
     log.info("results written to %s", trainer.run_dir / EVAL_FILE)
     return result
 

@@ -54,8 +54,9 @@ class MetricsLog:
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if self.header is None:
-            train_keys = sorted(k for k in values if k not in EVAL_KEYS)
-            self.header = ["step", *train_keys, *EVAL_KEYS]
+            train_keys = sorted(k for k in values if not k.startswith("eval/"))
+            conditioned = sorted(k for k in values if k.startswith("eval/") and k not in EVAL_KEYS)
+            self.header = ["step", *train_keys, *EVAL_KEYS, *conditioned]
             with open(self.path, "w", newline="") as fh:
                 csv.writer(fh).writerow(self.header)
         elif set(values) - set(self.header):  # the online phase logs new columns: widen the file once
@@ -92,3 +93,19 @@ def eval_values(stats: evaluation.RolloutStats, task: TaskSpec, cost_limit: floa
         "eval/normalized_reward": task.normalized_reward(reward),
         "eval/normalized_cost": evaluation.normalized_cost(cost, cost_limit),
     }
+
+
+def conditioned_key(threshold: float, what: str) -> str:
+    """The ``metrics.csv`` column of a threshold-conditioned evaluation at κ (``what``: reward or cost)."""
+    return f"eval/k{evaluation.threshold_key(threshold)}/{what}"
+
+
+def conditioned_values(others: dict[float, evaluation.RolloutStats], task: TaskSpec) -> dict[str, float]:
+    """The episode reward (raw and normalized) and cost of each threshold-conditioned evaluation, per κ."""
+    values = {}
+    for kappa, stats in others.items():
+        reward = float(stats.rewards.mean())
+        values[conditioned_key(kappa, "reward")] = reward
+        values[conditioned_key(kappa, "normalized_reward")] = task.normalized_reward(reward)
+        values[conditioned_key(kappa, "cost")] = float(stats.costs.mean())
+    return values

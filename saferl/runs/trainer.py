@@ -25,7 +25,7 @@ from saferl.algos import Algorithm
 from saferl.console import ProgressBar
 from saferl.runs.checkpoints import check_same_run, read_checkpoint, restore, save_checkpoint
 from saferl.runs.errors import TrainingDivergedError
-from saferl.runs.metrics import MetricsLog, eval_values
+from saferl.runs.metrics import MetricsLog, conditioned_values, eval_values
 from saferl.runs.resolve import ResolvedRun
 from saferl.runs.rundir import CHECKPOINT
 from saferl.runs.settings import RunSettings
@@ -107,6 +107,7 @@ class Trainer:
         self.policy = algo.episodic_policy()
         self.wrap_eval = algo.wrap_eval_env if algo.wraps_eval_env else None
         self.members = 1  # > 1: this run is one member of a K-seed batch (saferl.runs.seeds)
+        self.final_others: dict[float, evaluation.RolloutStats] | None = None  # the last step's, at other κ
 
     @property
     def ckpt_path(self) -> Path:
@@ -122,13 +123,26 @@ class Trainer:
         log.info("resuming from step %d of %d", self.start_step, self.run.steps)
         return state
 
-    def evaluate(self) -> evaluation.RolloutStats:
+    def evaluate(self, cost_target: float | None = None) -> evaluation.RolloutStats:
+        """Rollouts of the policy; ``cost_target``: a threshold-conditioned algorithm acting for that κ."""
+        policy = self.policy if cost_target is None else self.algo.episodic_policy(cost_target)
         self.algo.eval()  # once per evaluation, not once per act() call
         stats = evaluation.rollout(
-            self.run.task.env_id, self.policy, self.s.eval_episodes, self.s.seed, wrap_env=self.wrap_eval
+            self.run.task.env_id, policy, self.s.eval_episodes, self.s.seed, wrap_env=self.wrap_eval
         )
         self.algo.train()
         return stats
+
+    @property
+    def other_thresholds(self) -> list[float]:
+        """The thresholds besides the run's cost limit that a threshold-conditioned algorithm is evaluated
+        for, each in rollouts of its own (one trained model, scored at every κ as its paper's protocol does)."""
+        if not self.algo.threshold_conditioned:
+            return []
+        return [k for k in self.run.thresholds if k != self.run.cost_limit]
+
+    def evaluate_others(self) -> dict[float, evaluation.RolloutStats]:
+        return {kappa: self.evaluate(kappa) for kappa in self.other_thresholds}
 
     def eval_values(self, stats: evaluation.RolloutStats) -> dict[str, float]:
         return eval_values(stats, self.run.task, self.run.cost_limit)
@@ -176,7 +190,10 @@ class Trainer:
         if due.eval:
             stats = self.evaluate()
             values.update(self.eval_values(stats))
+            others = self.evaluate_others()
+            values.update(conditioned_values(others, self.run.task))
             final = stats if phase.done else None
+            self.final_others = others if phase.done else None
         if due.log or due.eval or phase.log_at_checkpoints:
             self.metrics_log.write(step, values)
             status = phase.status(values, due)
