@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _markers import write_between_markers
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "dual_rl"
@@ -391,23 +392,8 @@ def main() -> None:
         sections += [*lines, ""]
     sections = [*claims(data), "", *sections]
     text = "\n".join(sections)
-    write_between_markers(REPO / "benchmarks" / "dual_rl.md", text)
+    write_between_markers(REPO / "benchmarks" / "dual_rl.md", text, "dual_rl.py")
     print(text)
-
-
-BEGIN, END = "<!-- dual_rl.py:begin -->", "<!-- dual_rl.py:end -->"
-
-
-def write_between_markers(path: Path, text: str) -> None:
-    """Replace what lies between the markers in ``path`` (the hand-written text around them stays), atomically."""
-    old = path.read_text() if path.is_file() else f"{BEGIN}\n{END}\n"
-    if BEGIN not in old or END not in old:
-        raise SystemExit(f"{path} lacks the markers {BEGIN} / {END}")
-    head, rest = old.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
