@@ -141,6 +141,9 @@ def dsrl_metrics(stats: RolloutStats, task: TaskSpec, thresholds: Sequence[float
         "normalized_reward": task.normalized_reward(reward_mean),
         "normalized_cost": norm_cost,
         "safe": {k: v <= 1.0 for k, v in norm_cost.items()},
+        # every episode's returns, for tail measures (the worst 10 % of episodes) and paired comparisons
+        "episode_rewards": stats.rewards.tolist(),
+        "episode_costs": stats.costs.tolist(),
     }
 
 

@@ -355,6 +355,9 @@ def test_a_threshold_conditioned_algorithm_is_evaluated_for_each_threshold(tmp_p
         )
         assert block["normalized_cost"] == pytest.approx(block["cost_mean"] / float(key))
         assert block["safe"] == (block["normalized_cost"] <= 1)
+    assert (
+        np.mean(result["episode_rewards"]) == pytest.approx(result["reward_mean"]) and len(result["episode_costs"]) == 3
+    )
     at_limit = result["by_threshold"]["10"]
     assert (at_limit["reward_mean"], at_limit["cost_mean"]) == (result["reward_mean"], result["cost_mean"])
     with open(run_dir / "metrics.csv", newline="") as fh:
