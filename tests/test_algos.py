@@ -38,7 +38,18 @@ def _prepare(algo, data):
 # Options under which every parameter must get a gradient within five updates. f-DVL's default χ² loss at λ = 1
 # (the authors' locomotion command) is max(x + x²/4, 0): flat for x in [−4, 0], so a freshly initialised V that
 # sits above Q̄ may rightly not move for a few updates; λ < 1 adds the −(1 − λ)·x term that always pulls V.
-SMOKE_OPTIONS = {"fdvl": {"loss_temp": 0.9}}
+# PA-RL at its paper sizes takes over a minute for these 6 updates: its CPU preset's sizes exercise the same code
+_PARL_SMALL = {
+    "diffusion_hidden": 64,
+    "diffusion_blocks": 2,
+    "time_dim": 16,
+    "num_base_policy_actions": 8,
+    "num_actions_to_keep": 4,
+    "num_steps": 5,
+    "critic_hidden": (64, 64),
+    "num_critics": 2,
+}
+SMOKE_OPTIONS = {"fdvl": {"loss_temp": 0.9}, "parl": _PARL_SMALL, "parl_safe": _PARL_SMALL}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

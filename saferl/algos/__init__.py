@@ -4,6 +4,7 @@ from saferl.algos import (
     bc,  # noqa: F401  (registers bc_all, bc_safe)
     bcq_lag,  # noqa: F401
     calql,  # noqa: F401  (registers calql, sac_ft)
+    cdsa,  # noqa: F401
     cdt,  # noqa: F401
     coptidice,  # noqa: F401
     cpq,  # noqa: F401
@@ -14,6 +15,7 @@ from saferl.algos import (
     fisor,  # noqa: F401  (registers fisor, fisor_cpu)
     hnpg,  # noqa: F401
     iql,  # noqa: F401
+    parl,  # noqa: F401  (registers parl, parl_safe)
     recoil,  # noqa: F401
     ro2o,  # noqa: F401
     sac_n,  # noqa: F401

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -78,6 +78,18 @@ class AlgoConfig:
 
 
 @dataclass
+class BasePolicyConfig(AlgoConfig):
+    """Fields of algorithms that adjust the frozen trained policy of another run (``base_policy = True``, e.g.
+    CDSA; ``init_from=<run dir>`` names the run). `saferl.runs` fills them in from that run and config.yaml
+    records them, so `load_run` rebuilds the base (its weights are in the run's own checkpoint) without the
+    base run's directory. They are a record, not options: a run refuses values that disagree with init_from."""
+
+    base_run: str = ""  # the base run's directory (absolute)
+    base_algo: str = ""  # its algorithm (a REGISTRY name)
+    base_options: dict[str, Any] = field(default_factory=dict)  # its algorithm options (config.yaml's algo block)
+
+
+@dataclass
 class O2OConfig(AlgoConfig):
     """Fields of offline→online algorithms: how the online phase (``online_steps=`` env steps) runs.
 
@@ -133,6 +145,9 @@ class Algorithm(nn.Module):
     threshold_conditioned: ClassVar[bool] = False
     # whether ``expert_dataset=`` is refused, accepted or needed (an `ExpertData`; its string value is accepted)
     expert_data: ClassVar[ExpertData] = ExpertData.NONE
+    # True: the algorithm adjusts the frozen policy of another trained run (``init_from=<run dir>``, needed); its
+    # Config is a `BasePolicyConfig` and its constructor takes that run's algorithm as ``base=`` (`saferl.runs`)
+    base_policy: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

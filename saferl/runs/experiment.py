@@ -22,7 +22,7 @@ from saferl.algos import AlgoConfig, Algorithm, get_algorithm
 from saferl.data import OfflineDataset
 from saferl.envs import get_task
 from saferl.runs.errors import SaferlError
-from saferl.runs.load import check_init, load_init
+from saferl.runs.load import build_algorithm, check_base_fits, check_init, load_base, load_init, with_base_record
 from saferl.runs.phases import OfflinePhase, OnlinePhase
 from saferl.runs.resolve import ResolvedRun, online_filter, resolve_expert, resolve_run
 from saferl.runs.rundir import EVAL_FILE, is_finished, resolve_run_dir, write_config, write_json_atomic
@@ -50,6 +50,7 @@ class RunPlan:
     run: ResolvedRun
     data: OfflineDataset
     expert: OfflineDataset | None = None  # the expert episodes of an imitation run (expert_dataset=)
+    base: Algorithm | None = None  # the frozen trained policy a base-policy algorithm adjusts (init_from=)
 
 
 @dataclass
@@ -111,20 +112,28 @@ def plan_run(s: RunSettings, algo_opts: dict[str, Any]) -> RunPlan:
     algo_cfg = make_algo_config(algo_cls, algo_opts)
     steps = offline_steps(s, algo_cfg.steps)
     check_settings(s, algo_cls, steps)
-    init_state = load_init(s.init_from) if s.init_from else None
-    if init_state is not None:  # the offline phase happened in another run
+    init_state, base = None, None
+    if algo_cls.base_policy:  # init_from names the trained policy this algorithm adjusts; it trains its own steps
+        base, base_cfg = load_base(s.init_from, s.algo, s.env, s.allow_env_mismatch, s.device)
+        algo_cfg = with_base_record(algo_cfg, s.init_from, base_cfg)
+    elif s.init_from:  # the offline phase happened in another run
+        init_state = load_init(s.init_from)
         check_init(init_state, s.init_from, s.algo, s.env, s.allow_env_mismatch)
         steps = int(init_state["step"])
     algo_cfg = dataclasses.replace(algo_cfg, steps=steps)  # schedules see the run's real length
     online_wrap = online_filter(s.safety_filter, task) if s.online_steps > 0 else None
     run, data = resolve_run(s, task, steps)
+    if base is not None:
+        check_base_fits(base, run.ctx, s.init_from)
     run, expert = resolve_expert(s, run, data)
-    return RunPlan(algo_cls, algo_cfg, init_state, online_wrap, run, data, expert)
+    return RunPlan(algo_cls, algo_cfg, init_state, online_wrap, run, data, expert, base)
 
 
 def start_member(plan: RunPlan, s: RunSettings) -> Member:
     """Seed ``s.seed``: seeded and built, its run directory and config written, its `Trainer` (resumed)."""
-    algo, train_data = _build(plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state, plan.expert)
+    algo, train_data = _build(
+        plan.algo_cls, plan.algo_cfg, plan.run, plan.data, s, plan.init_state, plan.expert, plan.base
+    )
     run_dir = resolve_run_dir(s)
     expert = plan.run.expert
     write_config(
@@ -198,12 +207,14 @@ def _build(
     s: RunSettings,
     init_state: dict[str, Any] | None,
     expert: OfflineDataset | None = None,
+    base: Algorithm | None = None,
 ) -> tuple[Algorithm, OfflineDataset]:
     """The seeded algorithm, checked for this task, with its prepared training data (``prepare_imitation``
-    with the run's expert episodes, else ``prepare``) and init_from's weights."""
+    with the run's expert episodes, else ``prepare``) and init_from's weights (a base-policy algorithm: built
+    around ``base``, init_from's trained policy)."""
     seed_everything(s.seed)
     try:
-        algo = algo_cls(algo_cfg, run.ctx)
+        algo = build_algorithm(algo_cls, algo_cfg, run.ctx, base)
         if s.online_steps > 0:
             algo.check_online()
     except ValueError as err:  # an algorithm that cannot run on this task says why

@@ -108,16 +108,17 @@ def _check_int(name: str, value: Any, least: int, fix: str) -> None:
         raise SaferlError(f"{name}={value!r} is not allowed: {name} must be >= {least} (a whole number); {fix}")
 
 
-def check_values(s: RunSettings, steps: int, online_capable: bool = True) -> None:
+def check_values(s: RunSettings, steps: int, online_capable: bool = True, base_policy: bool = False) -> None:
     """Each option on its own: budgets, intervals, episode counts, the cost limit (``steps`` = the resolved
-    offline length). Every message names the value and what to use instead."""
+    offline length; ``base_policy``: init_from= names a policy to adjust, not an offline phase that happened
+    elsewhere). Every message names the value and what to use instead."""
     if not _is_int(steps) or steps < 0:
         raise SaferlError(
             f"steps={steps!r} is not allowed: steps is the number of gradient updates, an integer >= 1; "
             "use e.g. steps=10000, or steps=null for the algorithm's default"
         )
     _check_int("online_steps", s.online_steps, 0, "use online_steps=0 for an offline-only run, or N env steps")
-    if steps == 0 and s.online_steps == 0 and not s.init_from:
+    if steps == 0 and s.online_steps == 0 and (base_policy or not s.init_from):
         raise SaferlError(
             f"steps=0 with online_steps=0 trains nothing (algo={s.algo}): the result would be an untrained "
             "policy; use steps=<N> > 0 gradient updates"
@@ -157,13 +158,19 @@ def check_settings(s: RunSettings, algo_cls: type[Algorithm], steps: int | None 
         raise SaferlError(
             f"safety_filter={s.safety_filter!r} is not known; use safety_filter=none or safety_filter=cbf"
         )
+    if algo_cls.base_policy and not s.init_from:
+        raise SaferlError(
+            f"algo={s.algo} adjusts the trained policy of another run and needs init_from=<run dir> of that run "
+            f"(a finished run of iql, td3bc, cql, bc_all, bc_safe, fisor, ... on env={s.env}, e.g. "
+            f"init_from=runs/{s.env}/iql/seed0-<time>); train one first with python -m saferl.run algo=iql env={s.env}"
+        )
     if steps is not None:
-        check_values(s, steps, algo_cls.online_mode is not None)
+        check_values(s, steps, algo_cls.online_mode is not None, algo_cls.base_policy)
     if s.online_steps < 0:
         raise SaferlError(f"online_steps must be >= 0, got {s.online_steps}")
     if s.online_steps > 0 and algo_cls.online_mode is None:
         raise SaferlError(f"{no_online_phase_message(s.algo)} (online_steps={s.online_steps})")
-    if s.online_steps == 0 and (s.init_from or s.safety_filter != "none"):
+    if s.online_steps == 0 and ((s.init_from and not algo_cls.base_policy) or s.safety_filter != "none"):
         raise SaferlError("init_from= and safety_filter= apply to the online phase: also pass online_steps=<env steps>")
     if s.online_envs < 1:
         raise SaferlError(f"online_envs must be >= 1, got {s.online_envs}")
