@@ -71,6 +71,32 @@ def run_cli(
     return proc
 
 
+def kill_after_first_checkpoint(args: list[str], run_dir: Path, cwd: Path, settle: float = 0.2) -> int:
+    """Start ``python -m saferl.run args`` (writing ``run_dir``), SIGKILL it shortly after its first checkpoint and
+    return the checkpoint's step; fails when the run finished before the kill (too fast to test resume)."""
+    import signal
+    import time
+
+    import torch
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saferl.run", *args],
+        cwd=cwd,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (run_dir / "eval.json").exists(), "the kill came too late to test resume"
+    return int(torch.load(ckpt, weights_only=False)["step"])
+
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Single-threaded torch for a test module: tiny networks run several times slower with threads."""

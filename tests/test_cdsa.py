@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -29,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import box_ctx, compose_run, run_cli
+from conftest import box_ctx, compose_run, kill_after_first_checkpoint, run_cli
 
 from saferl.algos import AlgoContext, Algorithm, get_algorithm
 from saferl.algos.cdsa import CDSA, CDSAAdjuster, dsm_loss, noise_levels, score_guidance
@@ -327,22 +322,7 @@ def _resume_args(base: Path, run_dir: Path) -> list[str]:
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, base_run):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "saferl.run", *_resume_args(base_run, killed_dir)],
-        cwd=tmp_path,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = killed_dir / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists() and not (killed_dir / "eval.json").exists(), "the kill came too late to test resume"
-    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    killed_at = kill_after_first_checkpoint(_resume_args(base_run, killed_dir), killed_dir, tmp_path)
     assert 0 < killed_at < 1500
 
     resumed = run_cli("saferl.run", *_resume_args(base_run, killed_dir), "resume=true", cwd=tmp_path, check=True)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_run, run_cli
+from conftest import compose_run, kill_after_first_checkpoint, run_cli
 
 from saferl.envs import get_task
 from saferl.runs import RunDirError, SaferlError, TrainingDivergedError, load_run, run_experiment
@@ -136,22 +134,7 @@ def _resume_args(run_dir: Path) -> list[str]:
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, point_dataset):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "saferl.run", *_resume_args(killed_dir)],
-        cwd=tmp_path,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ckpt = killed_dir / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists() and not (killed_dir / "eval.json").exists(), "the kill came too late to test resume"
-    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    killed_at = kill_after_first_checkpoint(_resume_args(killed_dir), killed_dir, tmp_path, settle=0.3)
     assert 0 < killed_at < 6000
 
     resumed = run_cli("saferl.run", *_resume_args(killed_dir), "resume=true", cwd=tmp_path, check=True)

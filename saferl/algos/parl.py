@@ -80,6 +80,7 @@ Choices where the authors' code and the paper are silent or do not apply here:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -190,18 +191,7 @@ class DiffusionPolicy(nn.Module):
             (2 * cfg.time_dim, cfg.time_dim),
             act="silu",
         )
-        self.ema = NoisePredictor(
-            obs_dim,
-            act_dim,
-            cfg.diffusion_hidden,
-            cfg.diffusion_blocks,
-            cfg.diffusion_dropout,
-            True,
-            cfg.time_dim,
-            (2 * cfg.time_dim, cfg.time_dim),
-            act="silu",
-        )
-        self.ema.load_state_dict(self.model.state_dict())  # target_params = params at creation
+        self.ema = copy.deepcopy(self.model)  # target_params = params at creation
         _parameters_to_buffers(self.ema)  # a running average is state, not a trained parameter
         self.ema.eval()
         self.schedule = make_schedule(cfg.beta_schedule, cfg.diffusion_steps)
