@@ -71,6 +71,19 @@ def run_cli(
     return proc
 
 
+def assert_same_update(algo, restored, batch) -> None:
+    """One update of ``algo`` and of its checkpoint copy ``restored`` on ``batch`` gives identical parameters,
+    whatever torch's global RNG holds: the update's own randomness travels in the checkpoint."""
+    import torch
+
+    torch.manual_seed(123)
+    algo.update(batch)
+    torch.manual_seed(456)  # the global RNG does not matter
+    restored.update(batch)
+    for (name, p), q in zip(algo.named_parameters(), restored.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
 def kill_after_first_checkpoint(args: list[str], run_dir: Path, cwd: Path, settle: float = 0.2) -> int:
     """Start ``python -m saferl.run args`` (writing ``run_dir``), SIGKILL it shortly after its first checkpoint and
     return the checkpoint's step; fails when the run finished before the kill (too fast to test resume)."""
