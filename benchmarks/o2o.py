@@ -1,4 +1,4 @@
-"""Offline→online fine-tuning benchmark: RO2O, FamO2O, Cal-QL, IQL fine-tuning and naive SAC fine-tuning.
+"""Offline→online fine-tuning benchmark: RO2O, FamO2O, Cal-QL, IQL fine-tuning, naive SAC fine-tuning and PA-RL.
 
 For every dataset and seed each method is pre-trained offline and then fine-tuned online through
 ``python -m saferl.run`` (one single-threaded process per worker); `sac_ft` starts from the *same* offline
@@ -33,13 +33,14 @@ DATASETS = {  # Hydra env → dataset id
     "halfcheetah-velocity": "saferl/HalfCheetahVelocity/medium-v0",
     "hopper-velocity": "saferl/HopperVelocity/medium-replay-v0",
 }
-METHODS = ("ro2o", "famo2o", "calql", "iql", "sac_ft")
+METHODS = ("ro2o", "famo2o", "calql", "iql", "sac_ft", "parl")
 LABELS = {
     "ro2o": "RO2O",
     "famo2o": "FamO2O (IQL)",
     "calql": "Cal-QL",
     "iql": "IQL fine-tuning",
     "sac_ft": "SAC fine-tuning (from Cal-QL's offline checkpoint)",
+    "parl": "PA-RL (DDPM policy, distributional Cal-QL)",
 }
 # The CPU budget: the papers' algorithms and update rules with smaller networks (and RO2O with a smaller
 # ensemble and fewer perturbations); every method sees the same offline updates and online env steps.
@@ -50,6 +51,9 @@ CPU_OPTIONS = {
     "calql": ["algo.hidden=[64,64]"],
     "iql": ["algo.hidden=[64,64]"],
     "sac_ft": ["algo.hidden=[64,64]"],
+    # preset=cpu's PA-RL (64-wide DDPM policy and critics, 8 samples, 4 kept, 5 ascent steps): its first 2,000
+    # offline updates pre-train the policy by BC, the rest train the critic; online every env step distils
+    "parl": [],
 }
 
 
