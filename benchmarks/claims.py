@@ -226,7 +226,9 @@ def claims_table(results: dict[str, Any]) -> str:
     ]
     for claim in CLAIMS:
         v = claim.judge(board)
-        reason = "" if v.verdict == "reproduced" else REASONS.get(claim.key, "reason not yet diagnosed")
+        reason = (
+            "" if v.verdict in ("reproduced", "not measured") else REASONS.get(claim.key, "reason not yet diagnosed")
+        )
         lines.append(f"| {claim.claim} | {claim.source} | {claim.rule} | {v.measured} | **{v.verdict}** | {reason} |")
     return "\n".join(lines)
 

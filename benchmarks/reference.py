@@ -56,8 +56,10 @@ def task_table(results: dict) -> list[str]:
     """Per agent and task: normalized reward / normalized cost averaged over the task's κ, ✓ when safe."""
     board = results["leaderboard"]
     tasks = [t for t in board["tasks"] if any(r["task"] == t for r in board["task_rows"])]
+    if not tasks:
+        return ["No task has all its runs in yet."]
     rows = {(r["agent"], r["task"]): r for r in board["task_rows"]}
-    agents = [a["agent"] for a in board["agents"]]
+    agents = [a["agent"] for a in board["agents"] if any(r["agent"] == a["agent"] for r in board["task_rows"])]
     out = ["| agent | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for agent in agents:
         cells = []
@@ -73,6 +75,8 @@ def convergence_table(results: dict) -> list[str]:
     curves = results.get("curves", [])
     tasks = list(dict.fromkeys(c["task"] for c in curves))
     agents = list(dict.fromkeys(c["agent"] for c in curves))
+    if not tasks:
+        return ["No task has all its runs in yet."]
     by = {(c["agent"], c["task"]): c for c in curves}
     out = ["| agent | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for agent in agents:
