@@ -23,7 +23,6 @@ from saferl.algos.parl import (
     optimize_actions,
     select,
     td_target,
-    warmup_cosine_lr,
 )
 from saferl.data import Batch, load
 from saferl.envs import get_task
@@ -35,6 +34,7 @@ from saferl.nn.distributional import (
     hl_gauss_probs,
     value_range,
 )
+from saferl.nn.functional import warmup_cosine_lr
 from saferl.nn.noise_schedules import cosine_beta_schedule
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -46,6 +46,7 @@ from saferl.data import Batch, OfflineDataset
 from saferl.nn import ActionScale, QEnsemble, ValueNet, aggregate, expectile_loss, soft_update
 from saferl.nn.diffusion import DiffusionSchedule, NoisePredictor, ddpm_sample, noise_prediction_loss
 from saferl.nn.ensemble import EnsembleLinear
+from saferl.nn.functional import repeat_rows, warmup_cosine_lr
 
 
 @dataclass
@@ -152,9 +153,7 @@ def actor_weights(
 
 def cosine_lr_factor(step: int, decay_steps: int) -> float:
     """optax.cosine_decay_schedule(lr, decay_steps) / lr at optimizer step ``step`` (0-based)."""
-    if decay_steps <= 0:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+    return warmup_cosine_lr(step, 1.0, 0, decay_steps)
 
 
 def _xavier_init_(module: nn.Module) -> None:
@@ -171,11 +170,6 @@ def _xavier_init_(module: nn.Module) -> None:
 
 def _rows(batch: Batch, sl: slice) -> Batch:
     return Batch(*(None if x is None else x[sl] for x in batch))
-
-
-def _repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``x.repeat_interleave(n, dim=0)`` (each row n times in a row) as one broadcast copy, which is cheaper."""
-    return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).reshape(x.shape[0] * n, *x.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -363,7 +357,7 @@ class FISOR(Algorithm):
     def sample_candidates(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """N actions in [−1, 1] per state from the EMA diffusion model: [B, N, act_dim]."""
         n = self.config.num_samples
-        return self._sample(_repeat_rows(obs, n), generator).view(obs.shape[0], n, -1)
+        return self._sample(repeat_rows(obs, n), generator).view(obs.shape[0], n, -1)
 
     @torch.no_grad()
     def policy(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -383,7 +377,7 @@ class FISOR(Algorithm):
         else:
             gen = self._act_gen
         b, n = obs.shape[0], self.config.num_samples
-        rep = _repeat_rows(obs, n)  # the sampler and the ranking both see each state N times
+        rep = repeat_rows(obs, n)  # the sampler and the ranking both see each state N times
         flat = self._sample(rep, gen)  # [B·N, a], the N candidates of a state in consecutive rows
         qh = aggregate(self.safe_critic_target(rep, flat), "max").view(b, n)
         best = qh.argmin(dim=1)

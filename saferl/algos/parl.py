@@ -95,6 +95,7 @@ from saferl.data import Batch, OfflineDataset
 from saferl.nn import ActionScale, DeterministicActor, TanhGaussianActor, per_step_cost_threshold, soft_update
 from saferl.nn.diffusion import NoisePredictor, ddpm_sample, noise_prediction_loss
 from saferl.nn.distributional import DistributionalQEnsemble, value_range
+from saferl.nn.functional import repeat_rows, warmup_cosine_lr
 from saferl.nn.noise_schedules import make_schedule
 
 POLICY_CLASSES = ("diffusion", "gaussian", "deterministic")
@@ -159,11 +160,6 @@ class PARLConfig(O2OConfig):
 # base-policy adapters: all PA-RL needs of a policy class is `sample` and `supervised_loss`
 
 
-def _repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Each row n times in a row: [B, …] → [B·n, …]."""
-    return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).reshape(x.shape[0] * n, *x.shape[1:])
-
-
 def _parameters_to_buffers(module: nn.Module) -> None:
     """Turn every parameter of ``module`` into a (checkpointed) buffer of the same name."""
     for sub in module.modules():
@@ -207,7 +203,7 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        unit = ddpm_sample(self.ema, self.schedule, _repeat_rows(obs, n), generator)
+        unit = ddpm_sample(self.ema, self.schedule, repeat_rows(obs, n), generator)
         return self.scale(unit).view(obs.shape[0], n, -1)
 
     def supervised_loss(self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None):
@@ -457,9 +453,9 @@ def optimize_actions(
     ``forward_critic(...).mean(axis=0)``)."""
     b, n, a = base_actions.shape
     k = num_actions_to_keep
-    ranked = objective.values(_repeat_rows(obs, n), base_actions.reshape(b * n, a)).view(b, n, -1)
+    ranked = objective.values(repeat_rows(obs, n), base_actions.reshape(b * n, a)).view(b, n, -1)
     kept = global_rerank(objective.rank_key(ranked), base_actions, k, dataset_actions)
-    rep = _repeat_rows(obs, k)
+    rep = repeat_rows(obs, k)
     best, values, _ = local_ascent(objective, rep, kept.reshape(b * k, a), num_steps, step_size, low, high)
     if objective.ensemble_min:  # the local step ranked by the min; selection uses the mean
         values = objective.values(rep, best)
@@ -505,17 +501,6 @@ def calql_q_diff(
     samples = torch.cat([q_rand, q_next, q_cur, q_data[..., None]], dim=-1)
     samples = samples - math.log(samples.shape[-1]) * temp
     return temp * torch.logsumexp(samples / temp, dim=-1) - q_data
-
-
-def warmup_cosine_lr(step: int, peak: float, warmup: int, decay_steps: int, end: float = 0.0) -> float:
-    """optax.warmup_cosine_decay_schedule(0, peak, warmup, decay_steps, end) at ``step``; ``decay_steps`` ≤ warmup
-    means no decay (constant ``peak`` after the warm-up, the authors' distillation schedule)."""
-    if step < warmup:
-        return peak * step / warmup
-    if decay_steps <= warmup:
-        return peak
-    frac = min(step - warmup, decay_steps - warmup) / (decay_steps - warmup)
-    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -709,7 +694,7 @@ class PARL(Algorithm):
             b, n, act.shape[1], dtype=act.dtype, device=act.device, generator=self._gen
         )
         actions = torch.cat([act[:, None], a_next[:, None], a_cur[:, None], unif], dim=1)
-        q, logits = self.critic(_repeat_rows(obs, n + 3), actions.reshape(b * (n + 3), -1))
+        q, logits = self.critic(repeat_rows(obs, n + 3), actions.reshape(b * (n + 3), -1))
         q = q.view(-1, b, n + 3)
         logits_data = logits.view(q.shape[0], b, n + 3, -1)[:, :, 0]
         td_loss = self.critic.loss(logits_data, target).mean()

@@ -84,3 +84,19 @@ def sinusoidal_embedding(x: torch.Tensor, dim: int = 6, base: float = 10_000.0) 
     exponents = torch.arange(0, dim // 2, device=x.device, dtype=x.dtype) * (2.0 / dim)
     angles = x * torch.exp(-math.log(base) * exponents)  # x / base^(2i/dim), [B, dim/2]
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleave sin, cos
+
+
+def repeat_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``x.repeat_interleave(n, dim=0)`` (each row n times in a row) as one broadcast copy, which is cheaper."""
+    return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).reshape(x.shape[0] * n, *x.shape[1:])
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup: int, decay_steps: int, end: float = 0.0) -> float:
+    """optax.warmup_cosine_decay_schedule(0, peak, warmup, decay_steps, end) at ``step``; ``decay_steps`` ≤ warmup
+    means no decay (constant ``peak`` after the warm-up). With ``warmup=0`` it is optax.cosine_decay_schedule."""
+    if step < warmup:
+        return peak * step / warmup
+    if decay_steps <= warmup:
+        return peak
+    frac = min(step - warmup, decay_steps - warmup) / (decay_steps - warmup)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
