@@ -458,6 +458,66 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, po
     assert steps == sorted(set(steps)) and steps[-1] == 3000  # no duplicated rows after the resume
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from Linux's /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_killed_runner_takes_its_workers_with_it_and_the_run_resumes(tmp_path, point_dataset, sig):
+    """Signal the runner alone (a scheduler's kill, a session's end; not the terminal's Ctrl-C, which reaches the
+    whole process group): its worker must not go on training a run nobody waits for, which a restarted runner
+    would train a second time in the same directory. SIGTERM kills the runner outright (the worker notices);
+    SIGINT interrupts it (it ends the worker itself). The next runner resumes the run from its checkpoint."""
+    args = bench_args(
+        tmp_path,
+        "suite=smoke",
+        "~suite.algos.bc_safe",
+        "suite.seeds=[0]",
+        'suite.algos.bc_all.overrides=["steps=8000","eval_every=0","checkpoint_every=100","algo.hidden=[32,32]","algo.batch_size=64"]',
+        "report=false",
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "saferl.bench", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    worker = None
+    try:
+        deadline = time.time() + 240
+        while not list((tmp_path / "runs").rglob("checkpoints/last.pt")):
+            assert runner.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
+            time.sleep(0.1)
+        (state_file,) = (tmp_path / "runs").rglob("bench.json")
+        worker = json.loads(state_file.read_text())["pid"]
+        assert pid_alive(worker)
+        runner.send_signal(sig)
+        runner.communicate(timeout=60)  # an interrupted runner does not wait for the run to finish
+        deadline = time.time() + 20
+        while pid_alive(worker):
+            assert time.time() < deadline, "the worker went on training after its runner was gone"
+            time.sleep(0.1)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+        if worker is not None and pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    run_dir = state_file.parent
+    assert not (run_dir / "eval.json").exists()
+    rerun = run_cli("saferl.bench", *args, cwd=tmp_path, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    step = int((run_dir / "bench.log").read_text().split("resuming from step ")[1].split()[0])
+    assert 0 < step < 8000
+    assert json.loads((run_dir / "eval.json").read_text())["steps"] == 8000
+
+
 def test_run_multirun_uses_the_local_pool_and_survives_a_failing_job(tmp_path, point_dataset):
     proc = run_cli(
         "saferl.run",

@@ -6,6 +6,9 @@ and the Hydra launchers wait on local and Ray runs the same way.
   (``max_tasks_per_child=1``): each run gets a fresh process with its own thread settings and memory, and a
   run that crashes its process breaks the pool only for the runs in flight, which the runner resubmits.
   (Python 3.11–3.13 can deadlock with ``max_tasks_per_child`` > 1, cpython#115634; 1 is not affected.)
+  A worker ends when its runner is gone (killed, or its session ended), and an interrupted runner ends its
+  workers: a run must never keep training unseen, or a restarted runner would train it a second time in the
+  same directory. The run resumes from its last checkpoint.
 * ``ray``: plain Ray tasks (``ray.remote(num_cpus=threads)``) on the cluster at ``RAY_ADDRESS``, or on a
   local Ray instance started for the suite. Ray schedules them over every node's CPUs; a task whose worker
   dies fails alone (``WorkerCrashedError``), the others go on.
@@ -18,9 +21,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from saferl.runs.errors import SaferlError
@@ -36,6 +42,41 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of ``pid`` from Linux's ``/proc``; None when it is gone or there is no ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]
+
+
+def _runner_alive(pid: int, started: str | None) -> bool:
+    """``started``: the runner's start time, so that a reused pid counts as gone (None: no ``/proc``)."""
+    if started is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pragma: no cover - it exists, owned by someone else
+            return True
+        return True
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and stat[1] == started  # a zombie has exited already
+
+
+def exit_with_runner(runner_pid: int, runner_started: str | None, poll_s: float = 1.0) -> None:
+    """Pool initializer: watch the runner from a daemon thread and end this worker within ``poll_s`` of the
+    runner's death (the forkserver, not the runner, is a worker's parent, so the kernel would not tell it)."""
+
+    def watch() -> None:
+        while _runner_alive(runner_pid, runner_started):
+            time.sleep(poll_s)
+        os._exit(143)  # what SIGTERM would give; the run's checkpoints are written atomically
+
+    threading.Thread(target=watch, name="saferl-runner-watch", daemon=True).start()
 
 
 class LocalEngine:
@@ -54,7 +95,15 @@ class LocalEngine:
             # from it, so a fresh process per run costs milliseconds instead of seconds of imports.
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["saferl.bench.preload"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, max_tasks_per_child=1)
+            runner = os.getpid()
+            stat = _proc_stat(runner)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                max_tasks_per_child=1,
+                initializer=exit_with_runner,
+                initargs=(runner, stat[1] if stat else None),
+            )
         return self._pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
@@ -79,9 +128,15 @@ class LocalEngine:
         return f"local process pool: {self.workers} worker(s) × {self.threads} thread(s)"
 
     def shutdown(self, cancel: bool = False) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
-            self._pool = None
+        """Wait for the runs in flight; ``cancel`` (an interrupt): drop the queued runs and end the running ones
+        now (the pool's own shutdown would still wait for them, at the latest when this process exits)."""
+        if self._pool is None:
+            return
+        if cancel:  # ProcessPoolExecutor cannot stop running work before Python 3.14 (terminate_workers)
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        self._pool = None
 
 
 class RayEngine:
