@@ -18,17 +18,13 @@ come from ``python -m saferl.collect env=halfcheetah-velocity|hopper-velocity bu
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _markers import write_between_markers
+from _subruns import REPO, mean_std, read_result, train_run
 
-REPO = Path(__file__).resolve().parents[1]
 # label -> (saferl task, dataset id or None for the task's own mixed dataset, score)
 TASKS = {
     "halfcheetah-medium": ("halfcheetah-velocity", "saferl/HalfCheetahVelocity/medium-v0", "d4rl"),
@@ -50,20 +46,9 @@ def run_dir(root: Path, label: str, algo: str, seed: int) -> Path:
 def train(root: Path, label: str, name: str, seed: int, extra: list[str], algo: str | None = None) -> str:
     """One run, ``name`` its directory's label (default algorithm: the same name)."""
     task, dataset, _ = TASKS[label]
-    out = run_dir(root, label, name, seed)
-    if (out / "eval.json").is_file():
-        return f"{label} {name} seed {seed}: done before"
-    cmd = [sys.executable, "-m", "saferl.run", f"algo={algo or name}", f"env={task}", f"seed={seed}", f"run_dir={out}"]
-    cmd += ([f"dataset={dataset}"] if dataset else []) + COMMON + extra
-    if (out / "checkpoints" / "last.pt").is_file():
-        cmd.append("resume=true")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(out.parent / f"seed{seed}.log", "w") as fh:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{label} {name} seed {seed} failed ({proc.returncode}); see {out.parent}/seed{seed}.log")
-    return f"{label} {name} seed {seed}: {time.perf_counter() - t0:.0f} s"
+    options = [f"algo={algo or name}", f"env={task}", f"seed={seed}"]
+    options += ([f"dataset={dataset}"] if dataset else []) + COMMON + extra
+    return train_run(run_dir(root, label, name, seed), options, f"{label} {name} seed {seed}")
 
 
 def run_all(root: Path, workers: int, tasks: list[str]) -> None:
@@ -88,8 +73,7 @@ def run_all(root: Path, workers: int, tasks: list[str]) -> None:
 
 
 def result(root: Path, label: str, algo: str, seed: int) -> dict | None:
-    path = run_dir(root, label, algo, seed) / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_result(run_dir(root, label, algo, seed))
 
 
 def cvar(values: list[float], tail: float = TAIL) -> float:
@@ -125,11 +109,6 @@ def pair_rows(root: Path, label: str, base: str) -> list[dict] | None:
     return rows
 
 
-def _ms(values: list[float], fmt: str = "{:.2f}") -> str:
-    a = np.asarray(values, float)
-    return f"{fmt.format(a.mean())} ± {fmt.format(a.std())}"
-
-
 def section(root: Path) -> str:
     lines = ["## CDSA on top of trained policies (`benchmarks/cdsa.py`)", ""]
     verdicts: dict[str, list[bool]] = {"score": [], "cvar": [], "cost": []}
@@ -145,7 +124,7 @@ def section(root: Path) -> str:
             if rows is None:
                 lines.append(f"| {base} | not run yet | | | | | | |")
                 continue
-            cells = [_ms([r[key][i] for r in rows], fmt) for key in ("score", "cvar", "cost") for i in (0, 1)]
+            cells = [mean_std([r[key][i] for r in rows], fmt) for key in ("score", "cvar", "cost") for i in (0, 1)]
             per_seed = ", ".join(fmt.replace("{:", "{:+").format(r["score"][1] - r["score"][0]) for r in rows)
             lines.append(f"| {base} | " + " | ".join(cells) + f" | {per_seed} |")
             for key in ("score", "cvar") + (("cost",) if kind == "dsrl" else ()):
@@ -154,7 +133,10 @@ def section(root: Path) -> str:
         if kind == "dsrl":
             safe = [result(root, label, "bc_safe", s) for s in SEEDS]
             if all(r is not None for r in safe):
-                reward, cost = _ms([r["normalized_reward"] for r in safe]), _ms([r["cost_mean"] for r in safe])
+                reward, cost = (
+                    mean_std([r["normalized_reward"] for r in safe]),
+                    mean_std([r["cost_mean"] for r in safe]),
+                )
                 lines.append(f"| bc_safe (κ = {safe[0]['cost_limit']:g}) | {reward} | | | | {cost} | | |")
         lines.append("")
     lines += ["### Claims", "", "| claim | measured (rows where it holds) | verdict |", "|---|---|---|"]

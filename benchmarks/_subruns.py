@@ -1,0 +1,43 @@
+"""What the benchmark scripts that drive ``python -m saferl.run`` share: one resumable training run per directory,
+its ``eval.json``, and the mean ± std cells of their tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_run(out: Path, options: list[str], what: str) -> str:
+    """``python -m saferl.run <options> run_dir=<out>`` unless ``out`` already has its ``eval.json``; a run killed
+    after a checkpoint resumes from it. The log goes beside the directory (``<out>.log``)."""
+    if (out / "eval.json").is_file():
+        return f"{what}: done before"
+    cmd = [sys.executable, "-m", "saferl.run", *options, f"run_dir={out}"]
+    if (out / "checkpoints" / "last.pt").is_file():
+        cmd.append("resume=true")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.parent / f"{out.name}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}); see {log}")
+    return f"{what}: {time.perf_counter() - t0:.0f} s"
+
+
+def read_result(out: Path, name: str = "eval.json") -> dict | None:
+    """A run's result file (default: its ``eval.json``), or None while it has none."""
+    path = out / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mean_std(values: list[float], fmt: str = "{:.2f}") -> str:
+    a = np.asarray(values, float)
+    return f"{fmt.format(a.mean())} ± {fmt.format(a.std())}"
