@@ -3,13 +3,16 @@ its ``eval.json``, and the mean ± std cells of their tables."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from _markers import write_between_markers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,3 +44,30 @@ def read_result(out: Path, name: str = "eval.json") -> dict | None:
 def mean_std(values: list[float], fmt: str = "{:.2f}") -> str:
     a = np.asarray(values, float)
     return f"{fmt.format(a.mean())} ± {fmt.format(a.std())}"
+
+
+def main_for(
+    doc: str,
+    name: str,
+    tasks: Sequence[str],
+    run_all: Callable[[Path, int, list[str]], None],
+    section: Callable[[Path], str],
+    page: Path,
+) -> None:
+    """The command line of such a script: train what is missing under ``--runs-root`` (``--tasks`` only), then
+    write its section of ``page`` between the ``<name>.py`` markers and print it."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs-root", type=Path, default=REPO / "runs" / name)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tasks", default=",".join(tasks), help="train these tasks only (comma-separated)")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    chosen = [t for t in args.tasks.split(",") if t]
+    unknown = sorted(set(chosen) - set(tasks))
+    if unknown:
+        raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks)}")
+    if not args.report_only:
+        run_all(args.runs_root, args.workers, chosen)
+    text = section(args.runs_root)
+    write_between_markers(page, text, f"{name}.py")
+    print(text)

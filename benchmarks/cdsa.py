@@ -17,13 +17,11 @@ come from ``python -m saferl.collect env=halfcheetah-velocity|hopper-velocity bu
 
 from __future__ import annotations
 
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _markers import write_between_markers
-from _subruns import REPO, mean_std, read_result, train_run
+from _subruns import REPO, main_for, mean_std, read_result, train_run
 
 # label -> (saferl task, dataset id or None for the task's own mixed dataset, score)
 TASKS = {
@@ -152,21 +150,7 @@ def section(root: Path) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs-root", type=Path, default=REPO / "runs" / "cdsa")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--tasks", default=",".join(TASKS), help="train these tasks only (comma-separated)")
-    ap.add_argument("--report-only", action="store_true")
-    args = ap.parse_args()
-    tasks = [t for t in args.tasks.split(",") if t]
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
-    if not args.report_only:
-        run_all(args.runs_root, args.workers, tasks)
-    text = section(args.runs_root)
-    write_between_markers(REPO / "benchmarks" / "cdsa_parl.md", text, "cdsa.py")
-    print(text)
+    main_for(__doc__, "cdsa", list(TASKS), run_all, section, REPO / "benchmarks" / "cdsa_parl.md")
 
 
 if __name__ == "__main__":

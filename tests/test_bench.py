@@ -416,17 +416,21 @@ def test_local_suite_end_to_end_rerun_resume_and_a_failing_run(local_smoke, caps
     assert {d: (d / "eval.json").stat().st_mtime_ns for d in runs if d != killed} == stamps
 
 
-def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, point_dataset):
-    """Kill -9 the process of a running run (as the OOM killer would): the suite goes on, and the run is
-    resubmitted and continues from its last checkpoint."""
-    args = bench_args(
+def one_run_args(tmp_path: Path, steps: int, *run_options: str) -> list[str]:
+    """The smoke suite cut to one bc_all run of ``steps`` updates with a checkpoint every 100."""
+    overrides = ",".join(f'"{o}"' for o in (f"steps={steps}", *run_options, "checkpoint_every=100"))
+    return bench_args(
         tmp_path,
         "suite=smoke",
         "~suite.algos.bc_safe",
         "suite.seeds=[0]",
-        'suite.algos.bc_all.overrides=["steps=3000","checkpoint_every=100","algo.hidden=[32,32]","algo.batch_size=64"]',
+        f'suite.algos.bc_all.overrides=[{overrides},"algo.hidden=[32,32]","algo.batch_size=64"]',
         "report=false",
     )
+
+
+def start_until_checkpoint(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+    """A runner in a session of its own, once its run has written a checkpoint; and that run's bench.json."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "saferl.bench", *args],
         cwd=tmp_path,
@@ -440,7 +444,18 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, po
         while not list((tmp_path / "runs").rglob("checkpoints/last.pt")):
             assert proc.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
             time.sleep(0.1)
-        (state_file,) = (tmp_path / "runs").rglob("bench.json")
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    (state_file,) = (tmp_path / "runs").rglob("bench.json")
+    return proc, state_file
+
+
+def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(tmp_path, point_dataset):
+    """Kill -9 the process of a running run (as the OOM killer would): the suite goes on, and the run is
+    resubmitted and continues from its last checkpoint."""
+    proc, state_file = start_until_checkpoint(tmp_path, one_run_args(tmp_path, 3000))
+    try:
         os.kill(json.loads(state_file.read_text())["pid"], signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -473,30 +488,10 @@ def test_a_killed_runner_takes_its_workers_with_it_and_the_run_resumes(tmp_path,
     whole process group): its worker must not go on training a run nobody waits for, which a restarted runner
     would train a second time in the same directory. SIGTERM kills the runner outright (the worker notices);
     SIGINT interrupts it (it ends the worker itself). The next runner resumes the run from its checkpoint."""
-    args = bench_args(
-        tmp_path,
-        "suite=smoke",
-        "~suite.algos.bc_safe",
-        "suite.seeds=[0]",
-        'suite.algos.bc_all.overrides=["steps=8000","eval_every=0","checkpoint_every=100","algo.hidden=[32,32]","algo.batch_size=64"]',
-        "report=false",
-    )
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "saferl.bench", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    worker = None
+    args = one_run_args(tmp_path, 8000, "eval_every=0")
+    runner, state_file = start_until_checkpoint(tmp_path, args)
+    worker = json.loads(state_file.read_text())["pid"]
     try:
-        deadline = time.time() + 240
-        while not list((tmp_path / "runs").rglob("checkpoints/last.pt")):
-            assert runner.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
-            time.sleep(0.1)
-        (state_file,) = (tmp_path / "runs").rglob("bench.json")
-        worker = json.loads(state_file.read_text())["pid"]
         assert pid_alive(worker)
         runner.send_signal(sig)
         runner.communicate(timeout=60)  # an interrupted runner does not wait for the run to finish
@@ -507,7 +502,7 @@ def test_a_killed_runner_takes_its_workers_with_it_and_the_run_resumes(tmp_path,
     finally:
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
-        if worker is not None and pid_alive(worker):
+        if pid_alive(worker):
             os.kill(worker, signal.SIGKILL)
     run_dir = state_file.parent
     assert not (run_dir / "eval.json").exists()
