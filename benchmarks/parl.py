@@ -9,7 +9,8 @@ worker):
   offline phase, and acts through the critic);
 * ``parl_safe`` (diffusion) at the task's default κ, whose action optimisation keeps to candidates its cost critic
   deems feasible;
-* ``fisor`` at ``fisor_cpu``'s sizes and the reference suite's budget (10,000 updates).
+* ``fisor`` at the reference suite's setting (``fisor_cpu``, ``preset=cpu``, 100,000 updates: at 10,000 its actor
+  has not learned these tasks yet, benchmarks/fisor.md).
 
 Each PA-RL run's base policy (the BC policy its first 2,000 updates trained, ``act_base``) is then rolled out on
 the same evaluation episodes as the run's own evaluation (the same seed, hence the same start states) and stored
@@ -37,7 +38,7 @@ AGENTS = {
     "parl-diffusion": ("parl", ["preset=cpu"]),
     "parl-gaussian": ("parl", ["preset=cpu", "algo.policy_class=gaussian"]),
     "parl_safe": ("parl_safe", ["preset=cpu"]),
-    "fisor": ("fisor_cpu", ["steps=10000"]),
+    "fisor": ("fisor_cpu", ["preset=cpu", "steps=100000"]),
 }
 CLASSES = ("parl-diffusion", "parl-gaussian")
 COMMON = ["eval_episodes=20", "eval_every=0", "threads=1", "progress=false", "tensorboard=false"]
