@@ -429,6 +429,12 @@ def one_run_args(tmp_path: Path, steps: int, *run_options: str) -> list[str]:
     )
 
 
+def default_sigint() -> None:
+    """SIGINT as a terminal delivers it: a test run from a background job (``cmd &``) inherits it ignored, and a
+    Python started so keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_until_checkpoint(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
     """A runner in a session of its own, once its run has written a checkpoint; and that run's bench.json."""
     proc = subprocess.Popen(
@@ -438,6 +444,7 @@ def start_until_checkpoint(tmp_path: Path, args: list[str]) -> tuple[subprocess.
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.time() + 240
