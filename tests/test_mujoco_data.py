@@ -62,6 +62,47 @@ def test_velocity_cost_matches_an_independent_computation(name):
     assert checked > 100 and 0 < sum(costs) < len(costs)  # both branches of the rule were exercised
 
 
+@pytest.mark.parametrize("name", sorted(SAFETY_GYMNASIUM_V1))
+def test_velocity_barrier_is_the_threshold_minus_the_root_velocity_in_the_observation(name):
+    """h(s) = threshold − qvel[0] (planar: − ‖qvel[0:2]‖), read off the observation as V-OCBF's authors do; the
+    cost measures displacement / dt instead, so the two signs agree on most steps, not all."""
+    import torch
+
+    threshold, planar = SAFETY_GYMNASIUM_V1[name]
+    task = get_task(name)
+    env = gym.make(task.env_id)
+    unwrapped = env.unwrapped
+    assert task.dt == pytest.approx(unwrapped.dt)
+    rng = np.random.default_rng(1)
+    obs, _ = env.reset(seed=1)
+    observations, agree, unsafe = [], 0, 0
+    for t in range(150):
+        if t % 30 == 15:  # launch the body past the limit, as above
+            qvel = unwrapped.data.qvel.copy()
+            qvel[0], qvel[1] = 4 * threshold + 1, (4 * threshold + 1 if planar else qvel[1])
+            unwrapped.set_state(unwrapped.data.qpos.copy(), qvel)
+        space = env.action_space
+        obs, _, terminated, truncated, info = env.step(rng.uniform(space.low, space.high).astype(space.dtype))
+        qvel = unwrapped.data.qvel
+        if name in ("hopper-velocity", "walker2d-velocity"):  # their v5 observation clips qvel to ±10
+            qvel = np.clip(qvel, -10.0, 10.0)
+        speed = float(np.hypot(qvel[0], qvel[1])) if planar else float(qvel[0])
+        h = float(task.barrier(obs.astype(np.float64)))
+        assert h == pytest.approx(threshold - speed, abs=1e-5)
+        agree += (h < 0) == (info["cost"] == 1.0)
+        unsafe += h < 0
+        observations.append(obs)
+        if terminated or truncated:
+            obs, _ = env.reset(seed=t)
+    assert 0 < unsafe < 150 and agree / 150 >= 0.9, (agree, unsafe)
+    batch = np.stack(observations).astype(np.float64)
+    x = torch.tensor(batch, requires_grad=True)
+    h = task.barrier(x)
+    np.testing.assert_allclose(h.detach().numpy(), task.barrier(batch))
+    h.sum().backward()  # a learned CBF regresses on it; autograd must go through
+    assert torch.isfinite(x.grad).all()
+
+
 def _checksum(dataset_id: str) -> str:
     meta = minari_io.read_metadata(minari_io.dataset_dir(dataset_id))
     return meta[minari_io.CHECKSUM_KEY]["checksums"]["main_data.hdf5"]

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from saferl.envs import run_circle
+from saferl.envs import get_task, run_circle
 from saferl.envs.run_circle import ENV_SPECS
 
 NAMES = sorted(ENV_SPECS)
@@ -102,6 +102,8 @@ def test_cost_and_reward_recomputed_from_info_and_obs(name):
         assert (info["x_position"], info["y_position"], info["x_velocity"], info["y_velocity"]) == (x, y, vx, vy)
         assert info["speed"] == pytest.approx(math.hypot(vx, vy))
         assert info["cost"] == expected_cost(name, info)
+        # the signed margin a learned barrier (V-OCBF) trains on: cost = 1[h(s') < 0] exactly
+        assert (info["cost"] == 1.0) == (float(get_task(name).barrier(obs.astype(np.float64))) < 0.0)
         if name.endswith("run"):
             task = 60.0 * (math.hypot(prev_xy[0] - 1000.0, prev_xy[1]) - math.hypot(x - 1000.0, y))
             agent_scale = 1.0
@@ -145,8 +147,9 @@ def test_circle_cost_beyond_x_lim(name):
     env = make(name)
     for x, cost in [(6.5, 1.0), (-6.5, 1.0), (5.0, 0.0)]:
         env.reset(seed=0, options={"xy": (x, 0.5), "yaw": 0.0})
-        _, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        obs, _, _, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
         assert info["cost"] == cost and info["cost_out_of_bounds"] == cost
+        assert (get_task(name).barrier(np.asarray(obs, dtype=np.float64)) < 0) == (cost == 1.0)
 
 
 def test_car_circle_start_and_full_circle_crosses_x_lim():

@@ -159,6 +159,28 @@ TASK_CONSTANTS: dict[str, dict[str, Any]] = {
     for task in _TASKS
 }
 
+# Where the root's (x, y, v_x, v_y) sit in each body's observation: the car's [x, y, v_x, v_y, cos, sin, ω]; Ant-v5
+# built with its whole qpos (15 numbers) ahead of qvel.
+_PLANAR_OBS = {"car": (0, 1, 2, 3), "ant": (0, 1, 15, 16)}
+
+
+def barrier(obs: Any, name: str) -> Any:
+    """The signed safety margin h(s) (h ≥ 0 safe) of task ``name`` for a batch of observations (numpy or torch),
+    with cost = 1[h(s') < 0] exactly: Run min(y_lim − |y|, v_lim − ‖(v_x, v_y)‖), Circle x_lim − |x|."""
+    agent, task = name.split("-")
+    ix, iy, ivx, ivy = _PLANAR_OBS[agent]
+    if task == "circle":
+        return CIRCLE.x_lim - abs(obs[..., ix])
+    vx, vy = obs[..., ivx], obs[..., ivy]
+    corridor = RUN.y_lim - abs(obs[..., iy])
+    speed = _AGENTS[agent].velocity_limit - (vx * vx + vy * vy + 1e-12) ** 0.5  # epsilon: finite autograd at rest
+    if type(obs).__module__.startswith("torch"):
+        import torch
+
+        return torch.minimum(corridor, speed)
+    return np.minimum(corridor, speed)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Task rules (shared by both bodies)
 # --------------------------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ class TaskSpec:
     reward_max: float | None
     description: str = ""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Known dynamics (control-affine, continuous time: ṡ = f(s) + g(s)·u) and barrier h (h ≥ 0 safe).
+    # Barrier h (h ≥ 0 safe, cost = 1[h(s') < 0]) and, where known, the dynamics (control-affine, continuous time:
+    # ṡ = f(s) + g(s)·u); dt is the env's step.
     barrier: Callable[[Any], Any] | None = field(default=None, repr=False)
     drift: Callable[[Any], Any] | None = field(default=None, repr=False)
     control_matrix: Callable[[Any], Any] | None = field(default=None, repr=False)
@@ -113,6 +114,8 @@ def _velocity_task(agent: str, reward_range: tuple[float, float] | None = None) 
         reward_max=None if reward_range is None else reward_range[1],
         description=f"{agent}-v5, cost 1 per step with {speed} > {rule.threshold} (safety-gymnasium v1), 1000 steps",
         compatible_envs=(agent,),
+        barrier=partial(velocity.barrier, rule=rule),  # no known dynamics: learned barriers only (V-OCBF)
+        dt=rule.dt,
     )
 
 
@@ -129,6 +132,8 @@ def _run_circle_task(name: str, reward_range: tuple[float, float] | None = None)
         reward_min=None if reward_range is None else reward_range[0],
         reward_max=None if reward_range is None else reward_range[1],
         description=spec["description"],
+        barrier=partial(run_circle.barrier, name=name),  # no known dynamics: learned barriers only (V-OCBF)
+        dt=run_circle.TASK_CONSTANTS[name]["dt"],
     )
 
 

@@ -230,7 +230,7 @@ def online_filter(name: str, task: TaskSpec) -> Callable[[gym.Env], gym.Env] | N
     try:
         barrier = ControlAffineCBF.for_task(task)
     except ValueError:
-        known = ", ".join(sorted(n for n, t in TASKS.items() if t.barrier is not None))
+        known = ", ".join(sorted(n for n, t in TASKS.items() if t.barrier is not None and t.drift is not None))
         raise SaferlError(
             f"safety_filter=cbf needs a task with a known barrier and dynamics; {task.name} has none ({known} do)"
         ) from None
