@@ -53,19 +53,27 @@ def main_for(
     run_all: Callable[[Path, int, list[str]], None],
     section: Callable[[Path], str],
     page: Path,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    prepare: Callable[[argparse.Namespace, list[str]], None] | None = None,
 ) -> None:
     """The command line of such a script: train what is missing under ``--runs-root`` (``--tasks`` only), then
-    write its section of ``page`` between the ``<name>.py`` markers and print it."""
+    write its section of ``page`` between the ``<name>.py`` markers and print it. A script adds its own options
+    with ``add_arguments`` and acts on them in ``prepare`` (given the parsed options and the chosen tasks) before
+    anything trains."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-root", type=Path, default=REPO / "runs" / name)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tasks", default=",".join(tasks), help="train these tasks only (comma-separated)")
     ap.add_argument("--report-only", action="store_true")
+    if add_arguments is not None:
+        add_arguments(ap)
     args = ap.parse_args()
     chosen = [t for t in args.tasks.split(",") if t]
     unknown = sorted(set(chosen) - set(tasks))
     if unknown:
         raise SystemExit(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks)}")
+    if prepare is not None:
+        prepare(args, chosen)
     if not args.report_only:
         run_all(args.runs_root, args.workers, chosen)
     text = section(args.runs_root)

@@ -18,6 +18,11 @@ as ``base_eval.json`` beside the run's ``eval.json``. Finished runs and evaluati
 
     MINARI_DATASETS_PATH=<root> python benchmarks/parl.py --runs-root <dir>               # train, then report
     MINARI_DATASETS_PATH=<root> python benchmarks/parl.py --runs-root <dir> --report-only
+    ... --fisor-from <reference suite runs_root>   # FISOR's rows from the reference suite's finished runs
+
+FISOR here is exactly the reference suite's FISOR run (same algorithm options, seed and κ; only the suite's
+periodic evaluations differ), so ``--fisor-from`` links the suite's finished runs into ``<dir>/<task>/fisor/``
+instead of training them again (about 45 single-thread minutes per seed).
 
 Writes the PA-RL section of ``benchmarks/cdsa_parl.md`` (between its ``parl.py`` markers). The MuJoCo dataset
 comes from ``python -m saferl.collect env=halfcheetah-velocity budget=full``.
@@ -25,6 +30,7 @@ comes from ``python -m saferl.collect env=halfcheetah-velocity budget=full``.
 
 from __future__ import annotations
 
+import argparse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,6 +79,40 @@ def evaluate_base(out: Path) -> None:
     algo.episodic_policy = lambda cost_target=None: algo.act_base  # roll out the base instead of PA-RL
     episodes = len(read_result(out)["episode_rewards"])
     write_json_atomic(path, evaluate(policy, episodes=episodes))
+
+
+def link_reference_fisor(args: argparse.Namespace, tasks: list[str]) -> None:
+    """``--fisor-from``: link each finished FISOR run of ``suite=reference`` under ``args.fisor_from`` into this
+    script's runs root, where `train_run` then finds its ``eval.json`` and skips it."""
+    if args.fisor_from is None:
+        return
+    from saferl.bench import expand
+    from saferl.bench.__main__ import compose_bench
+    from saferl.bench.runner import is_finished
+    from saferl.bench.suite import parse_suite
+
+    specs = expand(parse_suite(compose_bench(["suite=reference"]).suite), args.fisor_from, need_data=False)
+    for task in tasks:
+        for seed in SEEDS:
+            (spec,) = [s for s in specs if s.agent == "fisor" and s.task == task and s.seed == seed]
+            config = spec.config
+            steps = int(config["steps"])
+            expected = int(next(o.split("=", 1)[1] for o in AGENTS["fisor"][1] if o.startswith("steps=")))
+            if config["algo"]["name"] != AGENTS["fisor"][0] or steps != expected:
+                raise SystemExit(
+                    f"the reference suite's FISOR is {config['algo']['name']} at {steps} steps, not this "
+                    f"script's {AGENTS['fisor'][0]} at {expected}: train it here instead"
+                )
+            link = run_dir(args.runs_root, task, "fisor", seed)
+            if not is_finished(spec) or link.exists() or link.is_symlink():
+                continue
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(spec.run_dir.resolve(), target_is_directory=True)
+            print(f"{task} fisor {seed}: linked {spec.run_dir}", flush=True)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--fisor-from", type=Path, help="runs_root of suite=reference: reuse its finished FISOR runs")
 
 
 def run_all(root: Path, workers: int, tasks: list[str]) -> None:
@@ -181,7 +221,16 @@ def section(root: Path) -> str:
 
 
 def main() -> None:
-    main_for(__doc__, "parl", list(TASKS), run_all, section, REPO / "benchmarks" / "cdsa_parl.md")
+    main_for(
+        __doc__,
+        "parl",
+        list(TASKS),
+        run_all,
+        section,
+        REPO / "benchmarks" / "cdsa_parl.md",
+        add_arguments=add_arguments,
+        prepare=link_reference_fisor,
+    )
 
 
 if __name__ == "__main__":
