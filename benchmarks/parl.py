@@ -91,17 +91,17 @@ def link_reference_fisor(args: argparse.Namespace, tasks: list[str]) -> None:
     from saferl.bench.runner import is_finished
     from saferl.bench.suite import parse_suite
 
+    algo, options = AGENTS["fisor"]
+    expected = int(next(o.split("=", 1)[1] for o in options if o.startswith("steps=")))
     specs = expand(parse_suite(compose_bench(["suite=reference"]).suite), args.fisor_from, need_data=False)
     for task in tasks:
         for seed in SEEDS:
             (spec,) = [s for s in specs if s.agent == "fisor" and s.task == task and s.seed == seed]
-            config = spec.config
-            steps = int(config["steps"])
-            expected = int(next(o.split("=", 1)[1] for o in AGENTS["fisor"][1] if o.startswith("steps=")))
-            if config["algo"]["name"] != AGENTS["fisor"][0] or steps != expected:
+            found, steps = spec.config["algo"]["name"], int(spec.config["steps"])
+            if (found, steps) != (algo, expected):
                 raise SystemExit(
-                    f"the reference suite's FISOR is {config['algo']['name']} at {steps} steps, not this "
-                    f"script's {AGENTS['fisor'][0]} at {expected}: train it here instead"
+                    f"the reference suite's FISOR is {found} at {steps} steps, not this script's {algo} at "
+                    f"{expected}: train it here instead"
                 )
             link = run_dir(args.runs_root, task, "fisor", seed)
             if not is_finished(spec) or link.exists() or link.is_symlink():

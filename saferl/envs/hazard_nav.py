@@ -22,6 +22,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from saferl.envs.batched import is_torch
+
 
 @dataclass(frozen=True)
 class NavGeometry:
@@ -84,16 +86,12 @@ BOAT_ROBOT = NavGeometry(
 )
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
 def barrier(obs: Any, geometry: NavGeometry) -> Any:
     """h(p) = min_i(‖p − c_i‖² − r_i²) for a batch of observations [..., 2] (numpy or torch)."""
     values = []
     for cx, cy, r in geometry.hazards:
         values.append((obs[..., 0] - cx) ** 2 + (obs[..., 1] - cy) ** 2 - r * r)
-    if _is_torch(obs):
+    if is_torch(obs):
         import torch
 
         return torch.stack(values, dim=-1).amin(dim=-1)
@@ -106,7 +104,7 @@ def drift(obs: Any, geometry: NavGeometry) -> Any:
         return obs[..., :2] * 0.0
     if geometry.drift_kind == "boat":
         fx = 2.0 - 0.5 * obs[..., 1] ** 2
-        if _is_torch(obs):
+        if is_torch(obs):
             import torch
 
             return torch.stack([fx, fx * 0.0], dim=-1)
@@ -116,7 +114,7 @@ def drift(obs: Any, geometry: NavGeometry) -> Any:
 
 def control_matrix(obs: Any, geometry: NavGeometry) -> Any:
     """g(p), shape [..., 2, 2]: the identity for both robots (each actuator drives one axis)."""
-    if _is_torch(obs):
+    if is_torch(obs):
         import torch
 
         eye = torch.eye(2, dtype=obs.dtype, device=obs.device)

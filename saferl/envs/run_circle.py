@@ -39,6 +39,8 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
+from saferl.envs.batched import minimum, planar_speed
+
 # --------------------------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------------------------
@@ -171,14 +173,8 @@ def barrier(obs: Any, name: str) -> Any:
     ix, iy, ivx, ivy = _PLANAR_OBS[agent]
     if task == "circle":
         return CIRCLE.x_lim - abs(obs[..., ix])
-    vx, vy = obs[..., ivx], obs[..., ivy]
     corridor = RUN.y_lim - abs(obs[..., iy])
-    speed = _AGENTS[agent].velocity_limit - (vx * vx + vy * vy + 1e-12) ** 0.5  # epsilon: finite autograd at rest
-    if type(obs).__module__.startswith("torch"):
-        import torch
-
-        return torch.minimum(corridor, speed)
-    return np.minimum(corridor, speed)
+    return minimum(corridor, _AGENTS[agent].velocity_limit - planar_speed(obs[..., ivx], obs[..., ivy]))
 
 
 # --------------------------------------------------------------------------------------------------------------

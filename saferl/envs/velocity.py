@@ -9,7 +9,7 @@ the contact forces out of its observation (27 numbers, as Ant-v4 and Safety-Gymn
 from on these tasks (tayalmanan28/v-ocbf, ``jaxrl5/data/dsrl_datasets.py``). It reads the root's velocity
 from the observation (qvel[0], and qvel[1] for the planar bodies), while the cost reads gymnasium's
 ``x_velocity`` (the root's displacement over the step / dt): the two agree on all but a few steps near the
-threshold (tests/test_envs.py measures it).
+threshold (tests/test_mujoco_data.py checks it; benchmarks/margins.py measures it on data).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+
+from saferl.envs.batched import planar_speed
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,7 @@ VELOCITY_RULES: dict[str, VelocityRule] = {
 def barrier(obs: Any, rule: VelocityRule) -> Any:
     """h(s) = threshold − velocity(s) for a batch of observations [..., obs_dim] (numpy or torch)."""
     if rule.planar:
-        vx, vy = obs[..., rule.obs_index[0]], obs[..., rule.obs_index[1]]
-        speed = (vx * vx + vy * vy + 1e-12) ** 0.5  # the epsilon keeps autograd finite at rest
-        return rule.threshold - speed
+        return rule.threshold - planar_speed(obs[..., rule.obs_index[0]], obs[..., rule.obs_index[1]])
     return rule.threshold - obs[..., rule.obs_index[0]]
 
 
