@@ -7,7 +7,7 @@ import torch
 
 from saferl.algos.bcq_lag import soft_clipped_double_q
 from saferl.algos.cdt import _reverse_cumsum, pareto_frontier
-from saferl.algos.coptidice import f_divergence
+from saferl.algos.coptidice import f_divergence, occupancy_cost_threshold
 from saferl.algos.cql import cql_gap
 from saferl.algos.edac import gradient_diversity
 from saferl.algos.iql import awr_weights
@@ -21,6 +21,16 @@ def test_per_step_cost_threshold_matches_osrl_formula():
     per_step = 10 / 200
     discounted = sum(per_step * 0.99**t for t in range(200))
     assert abs(per_step_cost_threshold(10, 0.99, 200) - discounted) < 1e-9
+
+
+def test_coptidice_threshold_is_the_budget_in_occupancy_units():
+    # E_{d^π}[c] with d^π = (1 − γ)·Σ_t γ^t·Pr(s_t, a_t): spending κ/T per step for T steps costs
+    # (1 − γ)·Σ_{t<T} γ^t·κ/T under it, 1/(1 − γ) times less than the discounted sum BCQ-Lag and CPQ compare Q_c with
+    gamma, horizon, kappa = 0.99, 300, 10.0
+    by_hand = (1 - gamma) * sum(gamma**t * kappa / horizon for t in range(horizon))
+    assert abs(occupancy_cost_threshold(kappa, gamma, horizon) - by_hand) < 1e-12
+    # so a behaviour spending the budget at a constant rate ρ = κ/T sits at the threshold (up to the γ^T tail)
+    assert abs(occupancy_cost_threshold(kappa, gamma, horizon) - kappa / horizon * (1 - gamma**horizon)) < 1e-12
 
 
 def test_pid_lagrangian_hand_steps():
@@ -98,3 +108,20 @@ def test_pareto_frontier_and_reverse_cumsum():
     assert sorted(pareto_frontier(costs, rewards).tolist()) == [0, 1]
     values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     np.testing.assert_array_equal(_reverse_cumsum(values, np.array([0, 2, 5])), [3.0, 2.0, 12.0, 9.0, 5.0])
+
+
+def test_coptidice_threshold_and_cost_estimate_share_units(point_dataset):
+    # With w ≡ 1 (the policy is the data's behaviour) COptiDICE's cost estimate E_D[w·c] is the data's cost per
+    # step. At κ = the data's own mean episode cost that behaviour spends its budget, so the threshold must be of
+    # the same size; OSRL's discounted-sum threshold is 1/(1 − γ) = 100 times larger and never binds.
+    from saferl.algos import AlgoContext, get_algorithm
+    from saferl.data import load
+    from saferl.envs import get_task
+
+    data, task = load(point_dataset), get_task("point-robot")
+    kappa = float(data.episode_costs.mean())
+    cls = get_algorithm("coptidice")
+    config = cls.make_config({"actor_hidden": (8,), "critic_hidden": (8,)})
+    algo = cls(config, AlgoContext.for_task(task, data, kappa))
+    estimate_of_the_behaviour = float(data.costs.mean())
+    assert 0.5 < algo.cost_threshold / estimate_of_the_behaviour < 1.5, (algo.cost_threshold, estimate_of_the_behaviour)

@@ -3,9 +3,11 @@
 Each algorithm trains a small network for a short budget and is evaluated on 10 episodes. Every one must
 clearly beat a uniformly random policy in normalized reward (random: 0.04; the margin is 0.15). COptiDICE
 must also be safer than BC-All at the same cost limit κ = 10 (BC-All regresses the mean of detouring and
-hazard-crossing actions and drives through the large hazard: cost 32). That margin is mostly COptiDICE's
-weighted tanh-Gaussian policy extraction: with its costs ignored it costs 14.4 instead of 11.9, and κ has no
-effect yet at this budget (benchmarks/baselines.md, "Safer than BC-All? Controls at κ = 10").
+hazard-crossing actions and drives through the large hazard). That margin is mostly COptiDICE's weighted
+tanh-Gaussian policy extraction (benchmarks/baselines.md, "Safer than BC-All? Controls at κ = 10"): its
+multiplier moves 1e-4 per update from softplus(1), so κ has no effect yet at this budget. Measured 2026-12-07:
+cost 19.1 against BC-All's 29.4, the same before and after COptiDICE's threshold was put in the units of its
+cost estimate.
 
 At these budgets (≤ 1,500 updates) BCQ-Lag's and CPQ's cost critics have not reached the threshold scale
 yet (BCQ-Lag's λ stays 0) and CDT does not yet condition on its cost-to-go, so their costs are not reliably

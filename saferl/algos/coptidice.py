@@ -6,12 +6,23 @@ Instead of a policy's values it learns the correction w(s, a) = d^π(s, a) / d^D
     e_{λ,ν}(s, a, s') = r − λ·c + γ·(1 − done)·ν(s') − ν(s)
     w*(s, a)          = relu((f')⁻¹(e / α))                        (closed form for the f-divergence)
     ν   ← min (1 − γ)·E_{s₀}[ν(s₀)] + E_D[w*·e − α·f(w*)]
-    λ   ← dual descent on λ·(ĉ − Ĉ(w)), ĉ = per-step cost threshold
+    λ   ← dual descent on λ·(ĉ − Ĉ(w)), ĉ = the cost threshold in d's units (below)
     χ, τ: a KL-ball (radius ε) upper bound Ĉ of the cost of w's distribution (the "cost upper bound" trick)
     π   ← argmax E_D[w*(s, a)·log π(a|s)]                          (weighted behaviour cloning)
 
-`f` is the soft-χ² divergence (OSRL's default). Deviation from OSRL: the policy's log-likelihood is the
-tanh-Gaussian one of the dataset action (OSRL evaluates the pre-tanh Gaussian at the action itself).
+`f` is the soft-χ² divergence (OSRL's default). Deviations from OSRL:
+
+- The threshold. w·d^D estimates the *normalised* discounted occupancy d^π = (1 − γ)·Σ_t γ^t·Pr(s_t, a_t), so
+  Ĉ(w) = E_D[w·c] is (1 − γ) times the discounted episode cost, and the paper's constraint E_{d^π}[c] ≤ ĉ and its
+  authors' code (`deepmind/constrained_optidice`, `neural/learning.py`: ĉ = the `cost_thresholds` flag, 0.1,
+  against the mean of w·c) compare quantities of that scale. An episode budget κ spent evenly, κ/T per step for
+  T steps, gives ĉ = (1 − γ)·Σ_{t<T} γ^t·κ/T = κ·(1 − γ^T)/T. OSRL compares Ĉ with the discounted *sum*
+  κ·(1 − γ^T)/((1 − γ)·T), 1/(1 − γ) = 100 times larger at γ = 0.99: the constraint then never binds on a
+  dataset whose cost rate is below that, λ decays to 0 and the agent acts the same at every κ (measured on the
+  reference PointRobot data at κ = 5, 10, 20 before this fix: λ 1.28 → 0.18 while Ĉ ≈ 0.06–0.1 sat far under
+  OSRL's 1.6–6.3; benchmarks/reference.md).
+- The policy's log-likelihood is the tanh-Gaussian one of the dataset action (OSRL evaluates the pre-tanh
+  Gaussian at the action itself).
 """
 
 from __future__ import annotations
@@ -68,6 +79,12 @@ def f_divergence(kind: str):
     raise ValueError(f"unknown f-divergence {kind!r}; use softchi, chi2 or kl")
 
 
+def occupancy_cost_threshold(cost_limit: float, gamma: float, episode_len: int) -> float:
+    """ĉ: the episode budget κ in the units of E_{d^π}[c], the cost under the normalised discounted occupancy:
+    (1 − γ) times the discounted value of spending κ/T per step for T steps, κ·(1 − γ^T)/T."""
+    return (1.0 - gamma) * per_step_cost_threshold(cost_limit, gamma, episode_len)
+
+
 @register("coptidice")
 class COptiDICE(Algorithm):
     Config = COptiDICEConfig
@@ -82,7 +99,7 @@ class COptiDICE(Algorithm):
         self.lmbda_raw = torch.nn.Parameter(torch.ones((), device=ctx.device))
         self.tau_raw = torch.nn.Parameter(torch.ones((), device=ctx.device))
         self.f, self.f_prime_inv = f_divergence(config.f_divergence)
-        self.cost_threshold = per_step_cost_threshold(ctx.cost_limit, config.gamma, ctx.max_episode_steps)
+        self.cost_threshold = occupancy_cost_threshold(ctx.cost_limit, config.gamma, ctx.max_episode_steps)
         self.register_buffer("obs_std", torch.ones(o, device=ctx.device))
         self.register_buffer("act_std", torch.ones(a, device=ctx.device))
         self.register_buffer("init_fraction", torch.ones((), device=ctx.device))
