@@ -116,10 +116,11 @@ class OfflineDataset:
         """The transitions at ``indices`` (one gather from the packed table)."""
         return self._split(self._table().index_select(0, indices.to(self.device)))
 
-    def mc_returns(self, gamma: float) -> torch.Tensor:
+    def mc_returns(self, gamma: float, signal: torch.Tensor | None = None) -> torch.Tensor:
         """Discounted return-to-go of every transition within its episode, float32 [N]:
-        G_t = r_t + γ·(1 − terminal_t)·G_{t+1}, with G = r at an episode's last transition (no bootstrap)."""
-        rewards = self.rewards.double().cpu().numpy()
+        G_t = r_t + γ·(1 − terminal_t)·G_{t+1}, with G = r at an episode's last transition (no bootstrap).
+        ``signal`` replaces the rewards (``dataset.costs``: the Monte-Carlo cost-to-go)."""
+        rewards = (self.rewards if signal is None else signal).double().cpu().numpy()
         cont = gamma * (1.0 - self.terminals.double().cpu().numpy())
         out = np.empty_like(rewards)
         starts = self.episode_starts.cpu().numpy()
