@@ -109,12 +109,27 @@ def only_tasks(results: dict, tasks: list[str]) -> dict:
     }
 
 
+def compute_line(results: dict) -> str:
+    """The training time of every finished run of the suite, in total and per task (``wall_time_s`` counts resumed
+    segments, not the time lost since a killed run's last checkpoint)."""
+    per_task: Counter[str] = Counter()
+    for r in results.get("runs", []):
+        per_task[r["task"]] += float(r.get("wall_time_s") or 0.0)
+    parts = ", ".join(f"{t} {s / 3600:.1f} h" for t, s in per_task.items())
+    return (
+        f"Training time of the finished runs: {sum(per_task.values()) / 3600:.1f} h in total ({parts}); each run "
+        "uses one thread, two or three runs at a time on the 2-core machine, so this is wall time per run summed."
+    )
+
+
 def page(results: dict, runs_root: Path) -> str:
     status, complete = progress(runs_root)
+    compute = compute_line(results)
     results = only_tasks(results, complete)
     scope = ", ".join(complete) if complete else "none yet"
     lines = [
         *status,
+        compute,
         f"Tasks complete: {scope}. This page shows complete tasks only; the leaderboard linked below has every "
         "finished run.",
         "",
@@ -132,6 +147,8 @@ def page(results: dict, runs_root: Path) -> str:
         "Curves: `results/reference/plots/curves-<task>.png`.",
         "",
         "### Claims",
+        "",
+        f"Judged on the complete tasks only ({scope}); a verdict can change as tasks come in.",
         "",
         claims_table(results),
     ]
