@@ -24,8 +24,45 @@ SAFE_AGENTS = ("bc_all", "bc_safe", "bcq_lag", "cpq", "coptidice", "cdt", "fisor
 MOST = 0.75  # "almost everywhere" / "mostly": at least three quarters of the (task, κ) cells
 NEAR_ZERO = 0.05  # "(near) zero violations": at most 5 % of evaluation episodes with any cost
 
-# claim id -> the measured reason a claim is not (or only partly) reproduced; filled from the published board
-REASONS: dict[str, str] = {}
+# claim id -> the measured reason a claim is not (or only partly) reproduced; filled from the published board,
+# task by task (benchmarks/reference.md, "Findings on the way", has the measurements behind each)
+REASONS: dict[str, str] = {
+    "fisor": (
+        "PointRobot: safe at every κ (cost 0 in every episode of all 3 seeds), plateaued at its authors' 100k "
+        "updates. Its reward is lost to its own action selection: the authors' lowest-Q_h choice among 16 actor "
+        "samples scores 0.34, the actor alone 0.59 at cost 0 (benchmarks/fisor_acting.py), which would beat κ = 5's "
+        "best, V-OCBF (0.43). FISOR also ignores κ (a hard constraint), so at κ = 10 and 20 agents that spend the "
+        "budget beat even its actor: BCQ-Lag 0.66 (safe in the seed mean only, one seed at 1.9 κ) and COptiDICE "
+        "0.82 (at 0.79 κ)."
+    ),
+    "bc_all": (
+        "The data: PointRobot's episodes cost 17.5 on average, below its largest κ = 20, so cloning all of them "
+        "(cost 14.9) is safe there; unsafe at κ = 5 and 10."
+    ),
+    "cpq": (
+        "Conservative as claimed (reward 0.34, BC-Safe 0.36), not safe: its cost critic is not a cost-to-go on "
+        "this data. On the data's own actions it ends between −21 and +21 across the 9 runs (the data's "
+        "discounted cost-to-go: 4.6, never negative), so its safety check passes unsafe actions by seed "
+        "(benchmarks/saturation.py); its cost curve has not plateaued at 30k. OSRL's own CPQ was unsafe on this "
+        "data too (3.5 κ at κ = 10). Not tuned."
+    ),
+    "bcq_lag": (
+        "Above BC-All in reward (0.68 vs 0.57) and safe at κ = 10 and 20 in the seed mean only: its 5 % "
+        "perturbation saturates towards the reward critic (100 % of states in seed 0), after which λ cannot move "
+        "it, so safety is a race between the two per seed (benchmarks/saturation.py)."
+    ),
+    "coptidice": (
+        "Above BC-All in reward (0.80): its w-weighted cloning keeps the high-reward data. Its threshold was OSRL's, "
+        "100× the scale of its cost estimate, and ignored κ; fixed (κ·(1 − γ^T)/T, the authors' units) and "
+        "retrained. Now its estimate meets the threshold at κ = 5 and 10, but the cloned policy costs 1.6–2.3 κ at "
+        "κ = 5: the reweighted distribution is not what the extracted policy does."
+    ),
+    "vocbf": (
+        "PointRobot: the filter cut episodes with a violation from 67 % (the same policy unfiltered) to 6.7 %, "
+        "with every QP feasible and no slack; the remaining violations (seed 0, 4 of 20 episodes) are errors of "
+        "the learned barrier and dynamics, which the filter trusts. Its curve has not plateaued at 30k."
+    ),
+}
 
 
 @dataclass(frozen=True)
