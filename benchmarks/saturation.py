@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,24 @@ def final_metric(run_dir: Path, column: str) -> float:
     return float(rows[-1][column]) if rows else float("nan")
 
 
-def probe(algo: Any, obs: Any, run_dir: Path) -> tuple[Any, Any, Any, str]:
-    """The policy's action, its pre-clip tanh output, Q_c at that action and the run's cost signal, as text."""
+def probe(algo: Any, obs: Any, run_dir: Path) -> tuple[Any, Any]:
+    """The policy's action and its pre-clip tanh output."""
     import torch
 
     name = type(algo).__name__
     if name == "BCQLag":
         decoded = algo.vae.decode(obs, torch.zeros(len(obs), algo.vae.latent_dim))
-        squashed = torch.tanh(algo.actor.net(torch.cat([obs, decoded], -1)))
-        act = algo.actor(obs, decoded)
-        return act, squashed, algo.cost_critic(obs, act).amin(0), f"λ = {final_metric(run_dir, 'lagrangian'):.2f}"
+        return algo.actor(obs, decoded), torch.tanh(algo.actor.net(torch.cat([obs, decoded], -1)))
     if name == "CPQ":
-        squashed = torch.tanh(algo.actor.distribution(obs).mean)
-        act = algo.policy(obs)
-        qc = algo.cost_critic(obs, act).amin(0)
-        return act, squashed, qc, f"judged safe on {(qc <= algo.q_threshold).float().mean().item():.1%}"
+        return algo.policy(obs), torch.tanh(algo.actor.distribution(obs).mean)
     raise SystemExit(f"{run_dir} is a {name} run; this script reads BCQ-Lag and CPQ runs")
+
+
+def cost_signal(algo: Any, qc_pi: Any, run_dir: Path) -> str:
+    """What carries the cost to the actor: BCQ-Lag's final λ, or the share of states CPQ's check lets through."""
+    if type(algo).__name__ == "BCQLag":
+        return f"λ = {final_metric(run_dir, 'lagrangian'):.2f}"
+    return f"judged safe on {(qc_pi <= algo.q_threshold).float().mean().item():.1%}"
 
 
 def main() -> None:
@@ -61,6 +64,13 @@ def main() -> None:
     from saferl.data import load
     from saferl.runs.load import load_run
 
+    load = cache(load)  # runs of one task share their dataset: load it once
+
+    @cache
+    def cost_to_go(dataset: str, gamma: float, cost_scale: float) -> float:
+        data = load(dataset)
+        return data.mc_returns(gamma, data.costs * cost_scale)[: args.states].mean().item()
+
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
     actions: dict[tuple[str, int, str], list[tuple[float, torch.Tensor]]] = {}
@@ -70,9 +80,11 @@ def main() -> None:
         algo, task, cfg, updates = load_run(run_dir)
         data = load(cfg["dataset"])
         obs, data_act = data.observations[: args.states], data.actions[: args.states]
-        act, squashed, qc, signal = probe(algo, obs, run_dir)
+        act, squashed = probe(algo, obs, run_dir)
+        qc = algo.cost_critic(obs, act).amin(0)
+        signal = cost_signal(algo, qc, run_dir)
         qc_data = algo.cost_critic(obs, data_act).amin(0).mean().item()
-        mc = data.mc_returns(algo.config.gamma, data.costs * algo.config.cost_scale)[: args.states].mean().item()
+        mc = cost_to_go(cfg["dataset"], algo.config.gamma, algo.config.cost_scale)
         eval_file = run_dir / "eval.json"
         cost = f"{json.loads(eval_file.read_text())['cost_mean']:.2f}" if eval_file.is_file() else "—"
         kappa, algo_name = float(cfg["cost_limit"]), str(cfg["algo"]["name"])

@@ -19,8 +19,8 @@ Instead of a policy's values it learns the correction w(s, a) = d^π(s, a) / d^D
   T steps, gives ĉ = (1 − γ)·Σ_{t<T} γ^t·κ/T = κ·(1 − γ^T)/T. OSRL compares Ĉ with the discounted *sum*
   κ·(1 − γ^T)/((1 − γ)·T), 1/(1 − γ) = 100 times larger at γ = 0.99: the constraint then never binds on a
   dataset whose cost rate is below that, λ decays to 0 and the agent acts the same at every κ (measured on the
-  reference PointRobot data at κ = 5, 10, 20 before this fix: λ 1.28 → 0.18 while Ĉ ≈ 0.06–0.1 sat far under
-  OSRL's 1.6–6.3; benchmarks/reference.md).
+  reference PointRobot data at κ = 5, 10, 20 before this fix: λ 1.31 → 0.148 while Ĉ ≈ 0.076–0.089 sat far
+  under OSRL's 2.2–8.7; benchmarks/reference.md).
 - The policy's log-likelihood is the tanh-Gaussian one of the dataset action (OSRL evaluates the pre-tanh
   Gaussian at the action itself).
 """

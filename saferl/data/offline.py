@@ -120,14 +120,14 @@ class OfflineDataset:
         """Discounted return-to-go of every transition within its episode, float32 [N]:
         G_t = r_t + γ·(1 − terminal_t)·G_{t+1}, with G = r at an episode's last transition (no bootstrap).
         ``signal`` replaces the rewards (``dataset.costs``: the Monte-Carlo cost-to-go)."""
-        rewards = (self.rewards if signal is None else signal).double().cpu().numpy()
+        values = (self.rewards if signal is None else signal).double().cpu().numpy()
         cont = gamma * (1.0 - self.terminals.double().cpu().numpy())
-        out = np.empty_like(rewards)
+        out = np.empty_like(values)
         starts = self.episode_starts.cpu().numpy()
         for begin, end in zip(starts[:-1], starts[1:], strict=True):
             acc = 0.0
             for t in range(end - 1, begin - 1, -1):
-                acc = rewards[t] + cont[t] * acc
+                acc = values[t] + cont[t] * acc
                 out[t] = acc
         return torch.as_tensor(out, dtype=torch.float32, device=self.device)
 
