@@ -36,8 +36,8 @@ REASONS: dict[str, str] = {
         "0.82 (at 0.79 κ)."
     ),
     "bc_all": (
-        "The data: PointRobot's episodes cost 17.5 on average, below its largest κ = 20, so cloning all of them "
-        "(cost 14.9) is safe there; unsafe at κ = 5 and 10."
+        "The data: PointRobot's episodes cost 17.5 on average (benchmarks/margins.py), below its largest κ = 20, "
+        "so cloning all of them (cost 14.9) is safe there; unsafe at κ = 5 and 10."
     ),
     "cpq": (
         "Conservative as claimed (reward 0.34, BC-Safe 0.36), not safe: its cost critic is not a cost-to-go on "
@@ -60,7 +60,8 @@ REASONS: dict[str, str] = {
     "vocbf": (
         "PointRobot: the filter cut episodes with a violation from 67 % (the same policy unfiltered) to 6.7 %, "
         "with every QP feasible and no slack; the remaining violations (seed 0, 4 of 20 episodes) are errors of "
-        "the learned barrier and dynamics, which the filter trusts. Its curve has not plateaued at 30k."
+        "the learned barrier and dynamics, which the filter trusts (benchmarks/final_metrics.py). Its curve has "
+        "not plateaued at 30k."
     ),
 }
 

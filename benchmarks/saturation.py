@@ -12,7 +12,8 @@ Both agents act through a tanh, and the cost reaches their policy only through t
 
 For each run this prints, on the first ``--states`` states of the run's own dataset: the share of saturated tanh
 outputs, the cost signal (BCQ-Lag: the final λ from ``metrics.csv``; CPQ: the share of states whose action the
-cost critic deems safe), the cost critic at the policy's action and at the dataset's action next to the data's
+cost critic deems safe), the cost critic at the policy's action and at the dataset's action (with the mean gap
+between its two heads there, which says whether taking their min matters) next to the data's
 discounted Monte-Carlo cost-to-go (costs are ≥ 0, so a negative Q_c is an error of the critic, not a safe state),
 the evaluation's episode cost, and, for runs of the same algorithm and seed at different κ, the largest
 difference between their actions.
@@ -74,8 +75,10 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
     actions: dict[tuple[str, int, str], list[tuple[float, torch.Tensor]]] = {}
-    print("| run | algo | κ | updates | \\|tanh\\| > 0.999 | cost signal | Q_c(s, π(s)) | Q_c(s, a) | MC | eval cost |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    columns = ["run", "algo", "κ", "updates", "\\|tanh\\| > 0.999", "cost signal", "Q_c(s, π(s))", "Q_c(s, a)"]
+    columns += ["heads' gap", "MC", "eval cost"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for run_dir in args.run_dirs:
         algo, task, cfg, updates = load_run(run_dir)
         data = load(cfg["dataset"])
@@ -83,7 +86,8 @@ def main() -> None:
         act, squashed = probe(algo, obs, run_dir)
         qc = algo.cost_critic(obs, act).amin(0)
         signal = cost_signal(algo, qc, run_dir)
-        qc_data = algo.cost_critic(obs, data_act).amin(0).mean().item()
+        heads = algo.cost_critic(obs, data_act)  # [2, N]: the min of the two is the critic's value
+        qc_data, gap = heads.amin(0).mean().item(), (heads[0] - heads[1]).abs().mean().item()
         mc = cost_to_go(cfg["dataset"], algo.config.gamma, algo.config.cost_scale)
         eval_file = run_dir / "eval.json"
         cost = f"{json.loads(eval_file.read_text())['cost_mean']:.2f}" if eval_file.is_file() else "—"
@@ -91,7 +95,7 @@ def main() -> None:
         saturated = (squashed.abs() > 0.999).float().mean().item()
         print(
             f"| {run_dir.name} | {algo_name} | {kappa:g} | {updates:,} | {saturated:.1%} | {signal} | "
-            f"{qc.mean().item():.2f} | {qc_data:.2f} | {mc:.2f} | {cost} |"
+            f"{qc.mean().item():.2f} | {qc_data:.2f} | {gap:.2f} | {mc:.2f} | {cost} |"
         )
         actions.setdefault((algo_name, int(cfg["seed"]), str(cfg["dataset"])), []).append((kappa, act))
     for (algo_name, seed, _), runs in actions.items():
