@@ -8,8 +8,9 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _markers import write_between_markers
@@ -39,6 +40,19 @@ def read_result(out: Path, name: str = "eval.json") -> dict | None:
     """A run's result file (default: its ``eval.json``), or None while it has none."""
     path = out / name
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def trained_policies(run_dirs: Sequence[Path], accepts: Callable[[Any], bool], what: str) -> Iterator[tuple[str, Any]]:
+    """Each run's trained policy (`saferl.load_policy`) with its label ``task/algo/run``, for the scripts that
+    re-evaluate finished runs; a run of another algorithm stops the script with what it expected."""
+    from saferl import load_policy
+
+    for run_dir in run_dirs:
+        policy = load_policy(run_dir)
+        if not accepts(policy.algorithm):
+            name = type(policy.algorithm).__name__
+            raise SystemExit(f"{run_dir} is a {name} run; this script re-evaluates {what} runs")
+        yield f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}", policy
 
 
 def mean_std(values: list[float], fmt: str = "{:.2f}") -> str:

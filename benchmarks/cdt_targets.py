@@ -34,19 +34,16 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from _subruns import trained_policies
 
-    from saferl import evaluate, load_policy
+    from saferl import evaluate
     from saferl.algos.cdt import CDT, CDTEpisodes
 
     torch.set_num_threads(1)
     print("| run | reward target | cost target | normalized reward | cost |")
     print("|---|---|---|---|---|")
-    for run_dir in args.run_dirs:
-        policy = load_policy(run_dir)
+    for label, policy in trained_policies(args.run_dirs, lambda a: isinstance(a, CDT), "CDT"):
         algo = policy.algorithm
-        if not isinstance(algo, CDT):
-            raise SystemExit(f"{run_dir} is a {type(algo).__name__} run; this script re-evaluates CDT runs")
-        label = f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}"
         own = algo.target_return(policy.cost_limit)
         per_kappa = dict(zip(algo.target_thresholds.tolist(), algo.target_returns.tolist(), strict=True))
         print(f"<!-- {label}: reward target per κ {per_kappa} -->")

@@ -25,19 +25,17 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from _subruns import trained_policies
 
-    from saferl import evaluate, load_policy
+    from saferl import evaluate
+    from saferl.algos.fisor import FISOR
     from saferl.evaluation import threshold_key
 
     torch.set_num_threads(1)
     print("| run | N | normalized reward | cost | normalized cost at the run's κ |")
     print("|---|---|---|---|---|")
-    for run_dir in args.run_dirs:
-        policy = load_policy(run_dir)
+    for label, policy in trained_policies(args.run_dirs, lambda a: isinstance(a, FISOR), "FISOR"):
         algo = policy.algorithm
-        if not hasattr(algo.config, "num_samples") or not hasattr(algo, "safe_critic_target"):
-            raise SystemExit(f"{run_dir} is a {type(algo).__name__} run; this script re-evaluates FISOR runs")
-        label = f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}"
         for n in args.samples:
             algo.config = dataclasses.replace(algo.config, num_samples=n)
             res = evaluate(policy, episodes=args.episodes)
