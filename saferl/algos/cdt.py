@@ -78,6 +78,14 @@ class CDTConfig(AlgoConfig):
     micro_batch: int = 0
 
 
+def reward_targets(ep_reward: np.ndarray, ep_cost: np.ndarray, thresholds: list[float]) -> list[float]:
+    """CDT's evaluation reward-to-go per threshold κ: the best episode return among episodes with cost ≤ κ (the
+    lowest return where none is)."""
+    return [
+        float(ep_reward[ep_cost <= t].max()) if (ep_cost <= t).any() else float(ep_reward.min()) for t in thresholds
+    ]
+
+
 class SequenceBatch(NamedTuple):
     observations: torch.Tensor  # [B, K, obs]
     actions: torch.Tensor  # [B, K, act] in [-1, 1]
@@ -267,12 +275,7 @@ class CDT(Algorithm):
             "ctg": torch.as_tensor(ctg * cfg.cost_scale, dtype=torch.float32, device=device),
         }
         self._data = data
-        # evaluation target: the best return among episodes within each threshold
-        returns = [
-            float(ep_reward[ep_cost <= t].max()) if (ep_cost <= t).any() else float(ep_reward.min())
-            for t in self.target_thresholds.tolist()
-        ]
-        self.target_returns.copy_(torch.tensor(returns))
+        self.target_returns.copy_(torch.tensor(reward_targets(ep_reward, ep_cost, self.target_thresholds.tolist())))
         return data
 
     def _augment(self, ep_cost: np.ndarray, ep_reward: np.ndarray, n: int):
