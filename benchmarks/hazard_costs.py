@@ -7,8 +7,10 @@ this rolls its policy out on the run's own evaluation episodes (its seed, hence 
 ``eval.json``) and prints the mean episode cost split by the hazard it is paid in, the mean episode length and
 how many episodes ended at the goal. Beside it, the share of the run's dataset transitions that end inside each
 hazard; for a COptiDICE run also that share under its learned weights w* (its trained ν and final λ on every
-transition) and the w*-weighted cost rate next to its threshold ĉ. Where w* takes the weight off a hazard and
-the policy still goes there, the policy extraction fails, not the weights.
+transition), the w*-weighted cost rate next to its threshold ĉ, and the share of w* on the transitions outside
+every hazard of the episodes that cost more than κ (their approach to a hazard, which carries no cost itself;
+BC-Safe gives these episodes no weight at all). Where w* takes the weight off a hazard and the policy still goes
+there, the policy extraction fails, not the weights.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def main() -> None:
 
     print(
         "| run | eval cost per hazard | episode length | at goal | data in each hazard | w*-weighted "
-        "| w*-weighted cost rate (ĉ) |"
+        "| w*-weighted cost rate (ĉ) | w* on unsafe episodes outside the hazards (unweighted) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for run_dir in args.run_dirs:
         algo, task, cfg, _ = load_run(run_dir)
         geometry = task.barrier.keywords.get("geometry") if task.barrier is not None else None
@@ -70,7 +72,7 @@ def main() -> None:
         nxt = data.next_observations.numpy()
         inside = [np.hypot(nxt[:, 0] - x, nxt[:, 1] - y) < r for x, y, r in hazards]
         ones = np.ones(len(nxt))
-        weighted, rate = "—", "—"
+        weighted, rate, approach = "—", "—", "—"
         if isinstance(algo, COptiDICE):
             with torch.no_grad():
                 _, _, w = algo._w(data.batch(torch.arange(data.num_transitions)), F.softplus(algo.lmbda_raw))
@@ -78,10 +80,13 @@ def main() -> None:
             weighted = shares(w, inside)
             c = data.costs.numpy() * algo.config.cost_scale
             rate = f"{(w * c).mean():.4f} ({algo.cost_threshold:.4f}; unweighted {c.mean():.4f})"
+            unsafe = (data.episode_costs > float(cfg["cost_limit"])).numpy()[data.episode_index.numpy()]
+            outside = unsafe & ~np.logical_or.reduce(inside)
+            approach = f"{w[outside].sum() / w.sum():.1%} ({outside.mean():.1%})"
         label = f"{run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}"
         print(
             f"| {label} | {costs} | {np.mean(lengths):.0f} | {at_goal}/{args.episodes} | {shares(ones, inside)} "
-            f"| {weighted} | {rate} |"
+            f"| {weighted} | {rate} | {approach} |"
         )
 
 
