@@ -69,7 +69,7 @@ REASONS: dict[str, str] = {
         "κ = 5 (reward 0.80, above BC-All's 0.57). BoatRobot: below BC-All on both counts (reward 0.62–0.79, cost "
         "31.8–58.3, unsafe in all 9 runs) although w* cuts the lower hazard's transitions from 3.5 % to 0.1 % and "
         "its weighted cost rate is below ĉ: w* corrects transitions, not episodes, so the unsafe episodes' "
-        "approaches keep their weight, and the cloned policy pays 60–90 % of its cost inside that hazard "
+        "approaches keep their weight, and the cloned policy pays 66–91 % of its cost inside that hazard "
         "(benchmarks/hazard_costs.py)."
     ),
     "vocbf": (
