@@ -33,7 +33,7 @@ def main() -> None:
 
     from saferl.data import load
     from saferl.data.coverage import hazard_coverage
-    from saferl.evaluation import EVAL_SEED_OFFSET
+    from saferl.evaluation import eval_episode_seed
     from saferl.runs import load_run
 
     algo, task, cfg, step = load_run(args.run_dir)
@@ -78,7 +78,7 @@ def main() -> None:
     env = gym.make(task.env_id)
     rewards, ep_costs = [], []
     for i in range(args.episodes):
-        o, _ = env.reset(seed=EVAL_SEED_OFFSET + int(cfg["seed"]) * 10_000 + i)
+        o, _ = env.reset(seed=eval_episode_seed(int(cfg["seed"]), i))
         total_r, total_c, first = 0.0, 0.0, None
         for t in range(task.max_episode_steps):
             before = o

@@ -37,7 +37,8 @@ def main() -> None:
 
     from saferl.algos.coptidice import COptiDICE
     from saferl.data import load
-    from saferl.evaluation import EVAL_SEED_OFFSET
+    from saferl.data.coverage import hazard_masks
+    from saferl.evaluation import eval_episode_seed
     from saferl.runs import load_run
 
     print(
@@ -55,7 +56,7 @@ def main() -> None:
         env = gym.make(task.env_id)
         per_hazard, lengths, at_goal = np.zeros(len(hazards)), [], 0
         for i in range(args.episodes):
-            obs, _ = env.reset(seed=EVAL_SEED_OFFSET + int(cfg["seed"]) * 10_000 + i)
+            obs, _ = env.reset(seed=eval_episode_seed(int(cfg["seed"]), i))
             steps = 0
             for _ in range(task.max_episode_steps):
                 obs, _, terminated, truncated, info = env.step(algo.act(obs))
@@ -69,9 +70,8 @@ def main() -> None:
         costs = " / ".join(f"{c / args.episodes:.2f}" for c in per_hazard)
 
         data = load(cfg["dataset"])
-        nxt = data.next_observations.numpy()
-        inside = [np.hypot(nxt[:, 0] - x, nxt[:, 1] - y) < r for x, y, r in hazards]
-        ones = np.ones(len(nxt))
+        inside = hazard_masks(data, hazards)
+        ones = np.ones(data.num_transitions)
         weighted, rate, approach = "—", "—", "—"
         if isinstance(algo, COptiDICE):
             with torch.no_grad():

@@ -35,6 +35,12 @@ class EpisodicPolicy(Protocol):
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never share env seeds with dataset collection seeds
 
 
+def eval_episode_seed(seed: int, episode: int) -> int:
+    """The env seed of evaluation episode ``episode`` of a run with ``seed``: scripts that re-run a trained
+    policy by hand meet the start states of its ``eval.json``."""
+    return EVAL_SEED_OFFSET + seed * 10_000 + episode
+
+
 @dataclass
 class RolloutStats:
     rewards: np.ndarray  # per-episode undiscounted reward return
@@ -83,7 +89,7 @@ def rollout(
         while next_episode < episodes:
             ids = list(range(next_episode, min(next_episode + len(envs), episodes)))
             next_episode += len(ids)
-            obs = [envs[j].reset(seed=EVAL_SEED_OFFSET + seed * 10_000 + i)[0] for j, i in enumerate(ids)]
+            obs = [envs[j].reset(seed=eval_episode_seed(seed, i))[0] for j, i in enumerate(ids)]
             alive = list(range(len(ids)))
             if episodic:
                 policy.reset(len(ids))

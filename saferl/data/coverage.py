@@ -25,15 +25,20 @@ class HazardCoverage:
     episode_fraction: float
 
 
+def hazard_masks(data: OfflineDataset, hazards: Sequence[tuple[float, float, float]]) -> list[np.ndarray]:
+    """Per disc hazard (cx, cy, r): which transitions end inside it (positions are the first two observation
+    entries, as in the 2-D navigation tasks)."""
+    nxt = data.next_observations[:, :2].cpu().numpy()
+    return [np.hypot(nxt[:, 0] - cx, nxt[:, 1] - cy) < r for cx, cy, r in hazards]
+
+
 def hazard_coverage(data: OfflineDataset, hazards: Sequence[tuple[float, float, float]]) -> list[HazardCoverage]:
     """Per disc hazard (cx, cy, r): transitions whose next observation lies inside it, and how many episodes
-    enter it (positions are the first two observation entries, as in the 2-D navigation tasks)."""
-    nxt = data.next_observations[:, :2].cpu().numpy()
+    enter it."""
     episode = data.episode_index.cpu().numpy()
     costs = data.costs.cpu().numpy()
     out = []
-    for cx, cy, r in hazards:
-        inside = np.hypot(nxt[:, 0] - cx, nxt[:, 1] - cy) < r
+    for (cx, cy, r), inside in zip(hazards, hazard_masks(data, hazards), strict=True):
         episodes = len(np.unique(episode[inside]))
         costly = int((costs[inside] > 0).sum())
         out.append(
